@@ -1,0 +1,6 @@
+"""hookd: a standalone webhook delivery daemon."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

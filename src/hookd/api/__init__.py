@@ -1,0 +1,1 @@
+"""The HTTP side of hookd: health, metrics and the management API."""

@@ -1,0 +1,49 @@
+"""Liveness, readiness and the Prometheus endpoint. No key needed."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hookd.api.context import CONTEXT
+from hookd.storage import StoreError
+
+# The scheduler loop iterates at least every poll interval; allow a wide margin
+# before calling it stuck, so a busy database does not flap readiness.
+READY_LAG_FACTOR = 10
+READY_LAG_FLOOR_SECONDS = 15.0
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    problems: list[str] = []
+    try:
+        await ctx.store.ping()
+    except StoreError as exc:
+        problems.append(f"database: {exc}")
+    poll = ctx.config.delivery.poll_interval_seconds
+    limit = max(READY_LAG_FLOOR_SECONDS, poll * READY_LAG_FACTOR)
+    lag = time.monotonic() - ctx.scheduler.last_progress
+    if lag > limit:
+        problems.append(f"scheduler: no progress for {lag:.0f}s")
+    if problems:
+        return web.json_response({"status": "unavailable", "problems": problems}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    body = generate_latest(ctx.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)

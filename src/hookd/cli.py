@@ -1,0 +1,300 @@
+"""The ``hookd`` command line.
+
+Exit statuses: 0 success, 1 operational failure (not found, not ready),
+2 bad usage or configuration (one line on stderr naming the key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from hookd import __version__
+from hookd.config import Config, ConfigError, load_config
+from hookd.daemon import open_store, serve, split_listen
+from hookd.ids import iso_ms
+from hookd.keys import generate_key, new_owner_id
+from hookd.logs import configure_logging
+from hookd.models import NewWebhook, Status
+from hookd.storage import DeliveryFilter, StoreError
+from hookd.storage.sqlite import SqliteStore
+
+
+class UsageError(Exception):
+    """Bad command-line input: one line on stderr, exit 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hookd", description="Webhook delivery daemon.")
+    p.add_argument("--version", action="version", version=f"hookd {__version__}")
+    p.add_argument(
+        "--config",
+        default=os.environ.get("HOOKD_CONFIG"),
+        help="TOML configuration file (default: $HOOKD_CONFIG, else built-in defaults)",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("serve", help="run the daemon: API, scheduler and metrics")
+    sub.add_parser("check", help="exit 0 if the running daemon is ready, 1 if not")
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    kc = keys.add_parser("create", help="create a key; its first output line is the key")
+    kc.add_argument(
+        "--workspace",
+        help="workspace key for this workspace (created if needed); "
+        "without it, a platform key (sk_user_...) for every workspace",
+    )
+    kc.add_argument("--owner", help="who the key belongs to (shown as createdBy)")
+    keys.add_parser("list", help="list keys (prefixes only)")
+    kr = keys.add_parser("revoke", help="revoke a key by id")
+    kr.add_argument("key_id")
+
+    wh = sub.add_parser("webhooks", help="list webhooks, or create one")
+    wh_sub = wh.add_subparsers(dest="webhooks_command")
+    wc = wh_sub.add_parser("create", help="create a webhook")
+    wc.add_argument("--workspace", required=True)
+    wc.add_argument("--name", required=True)
+    wc.add_argument("--url", required=True)
+    wc.add_argument("--events", required=True, help="comma-separated event types or patterns")
+    wc.add_argument("--secret")
+    wc.add_argument("--retry-attempts", type=int, default=3)
+    wc.add_argument("--timeout-ms", type=int, default=10_000)
+    wh.add_argument("--workspace", dest="list_workspace")
+
+    ev = sub.add_parser("events", help="ingest events").add_subparsers(
+        dest="events_command", required=True
+    )
+    es = ev.add_parser("send", help="ingest one event")
+    es.add_argument("--workspace", required=True)
+    es.add_argument("--type", required=True)
+    es.add_argument("--data", default="{}", help="JSON value")
+    es.add_argument("--idempotency-key")
+
+    dl = sub.add_parser("deliveries", help="list deliveries, newest first")
+    dl.add_argument("--status", choices=[s.value for s in Status])
+    dl.add_argument("--webhook")
+    dl.add_argument("--limit", type=int, default=50)
+
+    rp = sub.add_parser("replay", help="put a dead_letter delivery back in the queue")
+    rp.add_argument("delivery_id")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"hookd: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.logging.level, config.logging.format)
+    try:
+        if args.command == "serve":
+            return asyncio.run(serve(config))
+        if args.command == "check":
+            return _check(config)
+        return asyncio.run(_with_store(config, lambda store: _dispatch(args, store)))
+    except UsageError as exc:
+        print(f"hookd: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"hookd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _with_store(config: Config, fn: Callable[[SqliteStore], Awaitable[int]]) -> int:
+    store = open_store(config)
+    await store.open()
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+async def _dispatch(args: argparse.Namespace, store: SqliteStore) -> int:
+    if args.command == "keys":
+        return await _keys(args, store)
+    if args.command == "webhooks":
+        return await _webhooks(args, store)
+    if args.command == "events":
+        return await _events(args, store)
+    if args.command == "deliveries":
+        return await _deliveries(args, store)
+    if args.command == "replay":
+        return await _replay(args, store)
+    raise UsageError(f"unknown command {args.command}")  # pragma: no cover
+
+
+async def _keys(args: argparse.Namespace, store: SqliteStore) -> int:
+    if args.keys_command == "create":
+        workspace = args.workspace
+        if workspace is not None:
+            if not workspace.startswith("ws_") or len(workspace) > 64:
+                raise UsageError("--workspace: expected an id like ws_123")
+            await store.ensure_workspace(workspace)
+        key = generate_key(platform=workspace is None)
+        owner = args.owner or new_owner_id()
+        record = await store.create_api_key(workspace, key.digest, key.prefix, owner)
+        print(key.plaintext)
+        print(
+            f"id={record.id} kind={'platform' if workspace is None else 'workspace'}"
+            f" workspace={workspace or '*'} owner={owner}"
+            " (the key is shown only now; store it safely)"
+        )
+        return 0
+    if args.keys_command == "list":
+        for k in await store.list_api_keys():
+            state = "revoked" if k.revoked_at else "active"
+            print(
+                f"{k.id}  {k.prefix}...  workspace={k.workspace_id or '*'}  owner={k.owner}"
+                f"  created={iso_ms(k.created_at)}  {state}"
+            )
+        return 0
+    if args.keys_command == "revoke":
+        if await store.revoke_api_key(args.key_id):
+            print(f"revoked {args.key_id}")
+            return 0
+        print(f"hookd: no active key with id {args.key_id}", file=sys.stderr)
+        return 1
+    raise UsageError("keys: expected create, list or revoke")  # pragma: no cover
+
+
+async def _webhooks(args: argparse.Namespace, store: SqliteStore) -> int:
+    if args.webhooks_command == "create":
+        from hookd.validation import ValidationError, validate_new_webhook
+
+        try:
+            fields = validate_new_webhook(
+                {
+                    "name": args.name,
+                    "url": args.url,
+                    "events": [e.strip() for e in args.events.split(",") if e.strip()],
+                    "retryAttempts": args.retry_attempts,
+                    "timeoutMs": args.timeout_ms,
+                    **({"secret": args.secret} if args.secret is not None else {}),
+                }
+            )
+        except ValidationError as exc:
+            raise UsageError(f"--{exc.field.lower()}: {exc.message}") from None
+        webhook = await store.create_webhook(
+            NewWebhook(
+                workspace_id=args.workspace,
+                name=fields.name,
+                url=fields.url,
+                events=fields.events,
+                secret=fields.secret or secrets.token_hex(32),
+                retry_attempts=fields.retry_attempts,
+                timeout_ms=fields.timeout_ms,
+                created_by="cli",
+            )
+        )
+        _print_json(
+            {
+                "_id": webhook.id,
+                "workspaceId": webhook.workspace_id,
+                "name": webhook.name,
+                "url": webhook.url,
+                "events": list(webhook.events),
+                "secret": webhook.secret,
+                "retryAttempts": webhook.retry_attempts,
+                "timeoutMs": webhook.timeout_ms,
+                "status": webhook.status.value,
+            }
+        )
+        return 0
+    cursor: str | None = None
+    while True:
+        page = await store.list_webhooks(args.list_workspace, 200, cursor)
+        for w in page.items:
+            reason = f"  ({w.disabled_reason})" if w.disabled_reason else ""
+            print(f"{w.id}  {w.workspace_id}  {w.status.value:8}  {w.name}  {w.url}{reason}")
+        if page.next_cursor is None:
+            return 0
+        cursor = page.next_cursor
+
+
+async def _events(args: argparse.Namespace, store: SqliteStore) -> int:
+    try:
+        data = json.loads(args.data)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--data: not JSON: {exc.msg}") from None
+    result = await store.ingest_event(args.workspace, args.type, data, args.idempotency_key)
+    _print_json(
+        {
+            "eventId": result.event.id,
+            "deliveryIds": list(result.delivery_ids),
+            "duplicate": result.duplicate,
+        }
+    )
+    return 0
+
+
+async def _deliveries(args: argparse.Namespace, store: SqliteStore) -> int:
+    if not 1 <= args.limit <= 200:
+        raise UsageError("--limit: must be between 1 and 200")
+    status = Status(args.status) if args.status else None
+    flt = DeliveryFilter(status=status, webhook_id=args.webhook)
+    page = await store.list_deliveries(None, flt, args.limit)
+    for d in page.items:
+        code = d.last_status_code if d.last_status_code is not None else "-"
+        print(
+            f"{d.id}  {d.status.value:12}  attempts={d.attempt_count}  last={code}"
+            f"  webhook={d.webhook_id}  type={d.event_type}  created={iso_ms(d.created_at)}"
+            + (f"  error={d.last_error}" if d.last_error else "")
+        )
+    return 0
+
+
+async def _replay(args: argparse.Namespace, store: SqliteStore) -> int:
+    # From the CLI the replay is queued (no lease held): the running daemon's
+    # scheduler makes the attempt.
+    claim = await store.claim_for_replay(None, args.delivery_id, lease_ms=0)
+    if not claim.found:
+        print(f"hookd: no delivery {args.delivery_id}", file=sys.stderr)
+        return 1
+    if claim.status is not Status.PENDING:
+        print(
+            f"hookd: delivery {args.delivery_id} is {claim.status.value if claim.status else '?'};"
+            " only dead_letter deliveries can be replayed",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"replayed {args.delivery_id}: pending")
+    return 0
+
+
+def _check(config: Config) -> int:
+    host, port = split_listen(config.server.listen)
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{port}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            ok = resp.status == 200
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"hookd: not ready: {exc}", file=sys.stderr)
+        return 1
+    print("ready" if ok else "not ready")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

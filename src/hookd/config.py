@@ -1,0 +1,308 @@
+"""Configuration: frozen dataclasses loaded from TOML, overridden by ``HOOKD_*``.
+
+Every key lives in exactly one section dataclass below; ``config.example.toml``
+documents each with its default and a test keeps the two equal.  An
+environment variable ``HOOKD_<SECTION>_<KEY>`` overrides the file.  Any
+problem raises :class:`ConfigError` whose message names the key, and the CLI
+turns that into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Largest timeoutMs a webhook may have; the lease must outlast it.
+MAX_TIMEOUT_MS = 60_000
+MIN_TIMEOUT_MS = 100
+MAX_RETRY_ATTEMPTS = 20
+
+
+class ConfigError(Exception):
+    """A configuration value is missing, malformed or inconsistent."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"config error: {key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "127.0.0.1:8080"
+    # Where /metrics is served besides the main listener; "" means only there.
+    metrics_listen: str = ""
+    max_body_bytes: int = 1_048_576
+    # Seconds a client may take to send its request headers and body.
+    client_timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    path: str = "./var/hookd.db"
+    busy_timeout_ms: int = 5000
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    # CIDRs outbound requests may reach despite the address policy.
+    allow_networks: tuple[str, ...] = ()
+    # Attempts in flight at once, over all webhooks.
+    concurrency: int = 256
+    # Attempts in flight at once towards one webhook.
+    per_webhook_concurrency: int = 16
+    # Most deliveries claimed by one database round trip.
+    batch_size: int = 256
+    # How long a claim is valid; must exceed the largest timeoutMs plus lease_margin_seconds.
+    lease_seconds: float = 90.0
+    lease_margin_seconds: float = 15.0
+    # Longest idle wait between looks at the queue when nothing wakes the scheduler.
+    poll_interval_seconds: float = 1.0
+    # On SIGTERM, how long in-flight attempts may take before their leases are released.
+    drain_timeout_seconds: float = 20.0
+    # Response bytes read from a receiver at most; the first 256 characters are stored.
+    max_response_bytes: int = 8192
+    # Failure backoff: full jitter over min(cap, base * 2**n) seconds...
+    backoff_base_seconds: float = 5.0
+    backoff_cap_seconds: float = 3600.0
+    # ...unless a schedule is given: delay n is drawn from [s/2, s] of its n-th entry
+    # (the last entry repeats).
+    retry_schedule_seconds: tuple[float, ...] = ()
+    # The 429 lane: Retry-After is clamped to this many seconds.
+    retry_after_max_seconds: float = 3600.0
+    # The 429 lane's own backoff when the receiver sends no usable Retry-After.
+    rate_limit_backoff_base_seconds: float = 10.0
+    rate_limit_backoff_cap_seconds: float = 900.0
+    # A delivery leaves the 429 lane for dead_letter after this many 429s...
+    rate_limit_max_count: int = 50
+    # ...or once this long has passed since its first 429.
+    rate_limit_max_age_seconds: float = 86400.0
+    # After a secret change the previous secret keeps signing this long.
+    secret_grace_seconds: float = 86400.0
+    # Seconds an event's idempotency key is remembered.
+    idempotency_window_seconds: float = 86400.0
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "info"
+    # "auto": JSON lines unless stderr is a terminal; or "json" / "console".
+    format: str = "auto"
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)
+}
+
+
+def _coerce(key: str, hint: Any, value: Any, from_env: bool) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        (item_hint, _ellipsis) = typing.get_args(hint)
+        if from_env:
+            text = str(value).strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(key, f"not a JSON list: {exc.msg}") from None
+            else:
+                value = [part.strip() for part in text.split(",") if part.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(key, f"expected a list, got {type(value).__name__}")
+        return tuple(_coerce(key, item_hint, item, from_env) for item in value)
+    if hint is bool:
+        if from_env and isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if from_env and isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise ConfigError(key, f"expected an integer, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if from_env and isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise ConfigError(key, f"expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}")
+        return value
+    raise ConfigError(key, f"unsupported type {hint!r}")  # pragma: no cover
+
+
+def _build_section(
+    section: str, cls: type[Any], raw: Mapping[str, Any], env: Mapping[str, str]
+) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{section}.{key}", "unknown key")
+    values: dict[str, Any] = {}
+    for name in known:
+        dotted = f"{section}.{name}"
+        env_name = f"HOOKD_{section.upper()}_{name.upper()}"
+        if env_name in env:
+            values[name] = _coerce(env_name, hints[name], env[env_name], from_env=True)
+        elif name in raw:
+            values[name] = _coerce(dotted, hints[name], raw[name], from_env=False)
+    return cls(**values)
+
+
+def _check_positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(key, f"must be greater than 0, got {value}")
+
+
+def _parse_listen(key: str, value: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"expected HOST:PORT, got {value!r}")
+
+
+def validate(config: Config) -> Config:
+    """Reject values that parse but cannot work together."""
+    d = config.delivery
+    _parse_listen("server.listen", config.server.listen)
+    if config.server.metrics_listen:
+        _parse_listen("server.metrics_listen", config.server.metrics_listen)
+    _check_positive("server.max_body_bytes", config.server.max_body_bytes)
+    _check_positive("server.client_timeout_seconds", config.server.client_timeout_seconds)
+    if not config.database.path:
+        raise ConfigError("database.path", "must not be empty")
+    _check_positive("database.busy_timeout_ms", config.database.busy_timeout_ms)
+    for cidr in d.allow_networks:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError("delivery.allow_networks", f"not a CIDR: {cidr!r}") from None
+    for name in (
+        "concurrency",
+        "per_webhook_concurrency",
+        "batch_size",
+        "lease_seconds",
+        "poll_interval_seconds",
+        "max_response_bytes",
+        "backoff_base_seconds",
+        "backoff_cap_seconds",
+        "retry_after_max_seconds",
+        "rate_limit_backoff_base_seconds",
+        "rate_limit_backoff_cap_seconds",
+        "rate_limit_max_count",
+        "rate_limit_max_age_seconds",
+        "idempotency_window_seconds",
+    ):
+        _check_positive(f"delivery.{name}", getattr(d, name))
+    for name in ("lease_margin_seconds", "drain_timeout_seconds", "secret_grace_seconds"):
+        if getattr(d, name) < 0:
+            raise ConfigError(f"delivery.{name}", "must not be negative")
+    for entry in d.retry_schedule_seconds:
+        if entry <= 0:
+            raise ConfigError("delivery.retry_schedule_seconds", "entries must be > 0")
+    needed = MAX_TIMEOUT_MS / 1000 + d.lease_margin_seconds
+    if d.lease_seconds <= needed:
+        # A lease shorter than the longest request lets a second worker take a
+        # delivery that is still being sent, and the receiver sees a needless duplicate.
+        raise ConfigError(
+            "delivery.lease_seconds",
+            f"must exceed the largest timeoutMs ({MAX_TIMEOUT_MS / 1000:g}s) plus "
+            f"lease_margin_seconds ({d.lease_margin_seconds:g}s), got {d.lease_seconds:g}",
+        )
+    if config.logging.level.lower() not in ("debug", "info", "warning", "error", "critical"):
+        raise ConfigError(
+            "logging.level", f"expected debug/info/warning/error, got {config.logging.level!r}"
+        )
+    if config.logging.format not in ("auto", "json", "console"):
+        raise ConfigError(
+            "logging.format", f"expected auto/json/console, got {config.logging.format!r}"
+        )
+    return config
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Load ``path`` (optional) and apply ``HOOKD_*`` overrides from ``env``."""
+    environ = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("--config", f"file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"invalid TOML in {path}: {exc}") from None
+    for section, value in raw.items():
+        if section not in _SECTIONS:
+            raise ConfigError(section, "unknown section")
+        if not isinstance(value, dict):
+            raise ConfigError(section, "expected a table")
+    for env_name in environ:
+        # A typo in an override would otherwise be ignored silently.
+        if (
+            env_name.startswith("HOOKD_")
+            and env_name not in _known_env_names()
+            and env_name not in _NON_CONFIG_ENV
+        ):
+            raise ConfigError(env_name, "unknown configuration variable")
+    sections = {
+        name: _build_section(name, cls, raw.get(name, {}), environ)
+        for name, cls in _SECTIONS.items()
+    }
+    return validate(Config(**sections))
+
+
+# HOOKD_ variables that are not configuration keys.
+_NON_CONFIG_ENV = frozenset({"HOOKD_CONFIG"})
+
+
+def _known_env_names() -> frozenset[str]:
+    names = set()
+    for section, cls in _SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            names.add(f"HOOKD_{section.upper()}_{f.name.upper()}")
+    return frozenset(names)
+
+
+def defaults_as_dict() -> dict[str, dict[str, Any]]:
+    """Built-in defaults in the shape ``tomllib`` gives for config.example.toml."""
+    out: dict[str, dict[str, Any]] = {}
+    for section, cls in _SECTIONS.items():
+        instance = cls()
+        out[section] = {
+            f.name: list(v) if isinstance(v := getattr(instance, f.name), tuple) else v
+            for f in dataclasses.fields(cls)
+        }
+    return out

@@ -1,0 +1,329 @@
+"""The scheduler: one supervised loop that turns due deliveries into attempts.
+
+The loop claims due deliveries in batches (one database round trip each),
+starts one task per claim, and goes back to claiming as soon as there is room.
+Room is two limits: a global number of attempts in flight, and a number per
+webhook.  Webhooks at their limit are excluded inside the claim query, so a
+slow or dead endpoint holds at most its own slots and never a batch.
+
+Each attempt task signs and sends the request, asks ``lifecycle.decide`` what
+the outcome means, and records attempt and transition in one write fenced by
+the claim's lease token.  That write is shielded: once a request went out, its
+result is recorded even if shutdown cancels the task.
+
+Shutdown stops claiming, lets in-flight attempts run for the drain timeout,
+then cancels the rest and gives their leases back so another start (or
+another process) retries them at once instead of after the lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter as Tally
+from dataclasses import dataclass
+
+import structlog
+
+from hookd.clock import Clock
+from hookd.config import DeliveryConfig
+from hookd.lifecycle import Counters, Transition, decide
+from hookd.metrics import Metrics
+from hookd.models import ClaimedDelivery, Status
+from hookd.policy import Outcome, classify, parse_retry_after
+from hookd.sender import Sender, SendResult, signature_headers
+from hookd.storage import AttemptRecord, RecordResult, Store, StoreError
+
+log = structlog.get_logger("hookd.scheduler")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptReport:
+    """What one attempt did: for logs, the replay API and tests."""
+
+    claim: ClaimedDelivery
+    result: SendResult
+    transition: Transition
+    applied: bool
+
+    @property
+    def status(self) -> Status:
+        return self.transition.status
+
+
+class _Flight:
+    """One attempt in flight, and whether its result reached the database."""
+
+    __slots__ = ("claim", "recorded")
+
+    def __init__(self, claim: ClaimedDelivery) -> None:
+        self.claim = claim
+        self.recorded = False
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Store,
+        sender: Sender,
+        config: DeliveryConfig,
+        clock: Clock,
+        *,
+        metrics: Metrics | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.sender = sender
+        self.config = config
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: dict[asyncio.Task[None], _Flight] = {}
+        self._per_webhook: Tally[str] = Tally()
+        # Monotonic time of the last completed loop iteration, for readiness.
+        self.last_progress = time.monotonic()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # -- public ------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Something may be due now (new event, replay): look at the queue."""
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def start(self) -> asyncio.Task[None]:
+        self._loop_task = asyncio.create_task(self.run(), name="hookd-scheduler")
+        return self._loop_task
+
+    async def run(self) -> None:
+        """Claim and dispatch until ``stop``; errors are logged and retried."""
+        failures = 0
+        while not self._stopping:
+            try:
+                await self._iterate()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Supervision: a locked or full database, a bug in one batch —
+                # none of it may end delivery for good.  Back off and go on.
+                failures += 1
+                delay = min(30.0, 0.1 * 2 ** min(failures, 8))
+                log.error(
+                    "scheduler.loop_error",
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                    retry_in_seconds=delay,
+                    exc_info=not isinstance(exc, StoreError),
+                )
+                await self._wait_for_wake(delay)
+
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        """Stop claiming, drain in-flight attempts, release what did not finish."""
+        timeout = self.config.drain_timeout_seconds if drain_timeout is None else drain_timeout
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        flights = dict(self._tasks)
+        pending = set(flights)
+        if pending:
+            log.info("scheduler.draining", in_flight=len(pending), timeout_seconds=timeout)
+            _done, pending = await asyncio.wait(pending, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            # Cancelled tasks still finish a record they had started (shielded).
+            await asyncio.wait(pending)
+        unfinished = [
+            (flight.claim.delivery_id, flight.claim.lease_token)
+            for task, flight in flights.items()
+            if task in pending and not flight.recorded
+        ]
+        released = await self.store.release(unfinished) if unfinished else 0
+        log.info("scheduler.stopped", released_leases=released, cancelled=len(pending))
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def _iterate(self) -> None:
+        cfg = self.config
+        free = cfg.concurrency - len(self._tasks)
+        if free <= 0:
+            await self._wait_for_wake(cfg.poll_interval_seconds)
+            return
+        room = {
+            webhook: cfg.per_webhook_concurrency - n for webhook, n in self._per_webhook.items()
+        }
+        want = min(free, cfg.batch_size)
+        claims = await self.store.claim_due(
+            want, round(cfg.lease_seconds * 1000), room, cfg.per_webhook_concurrency
+        )
+        self.last_progress = time.monotonic()
+        for claim in claims:
+            self._dispatch(claim)
+        if len(claims) >= want:
+            # Possibly more due right now: claim again, after letting the new
+            # tasks start.
+            await asyncio.sleep(0)
+            return
+        next_due = await self.store.next_due_at()
+        now = self.clock.now_ms()
+        if next_due is not None and next_due > now:
+            timeout = min(cfg.poll_interval_seconds, (next_due - now) / 1000)
+        else:
+            # Nothing scheduled, or due work we may not take now (its webhook
+            # is at its limit or paused): a finishing attempt, an ingest or a
+            # replay wakes us; the poll interval bounds the wait otherwise.
+            timeout = cfg.poll_interval_seconds
+        await self._wait_for_wake(timeout)
+
+    async def _wait_for_wake(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        self._wake.clear()
+
+    def _dispatch(self, claim: ClaimedDelivery) -> None:
+        self._per_webhook[claim.webhook_id] += 1
+        self.metrics.in_flight.inc()
+        flight = _Flight(claim)
+        task = asyncio.create_task(self._run_attempt(flight), name=f"attempt-{claim.delivery_id}")
+        self._tasks[task] = flight
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        claim = self._tasks.pop(task).claim
+        self._per_webhook[claim.webhook_id] -= 1
+        if self._per_webhook[claim.webhook_id] <= 0:
+            del self._per_webhook[claim.webhook_id]
+        self.metrics.in_flight.dec()
+        self._wake.set()
+
+    async def _run_attempt(self, flight: _Flight) -> None:
+        claim = flight.claim
+        try:
+            await self.attempt(claim, flight)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The lease stays; the delivery is retried when it expires.
+            log.error(
+                "delivery.attempt_error",
+                delivery_id=claim.delivery_id,
+                webhook_id=claim.webhook_id,
+                error=str(exc),
+                exc_info=not isinstance(exc, StoreError),
+            )
+
+    # -- one attempt ------------------------------------------------------------------
+
+    async def send(self, claim: ClaimedDelivery, event_type: str | None = None) -> SendResult:
+        """Sign (fresh timestamp every time) and send one request."""
+        timestamp = self.clock.now_ms() // 1000
+        headers = signature_headers(claim.event_id, timestamp, claim.body, claim.secrets)
+        headers["X-Webhook-Event"] = event_type or claim.event_type
+        return await self.sender.send(claim.url, claim.body, headers, claim.timeout_ms)
+
+    async def attempt(self, claim: ClaimedDelivery, flight: _Flight | None = None) -> AttemptReport:
+        """Send ``claim`` once and record the attempt with its transition."""
+        started_at = self.clock.now_ms()
+        result = await self.send(claim)
+        now = self.clock.now_ms()
+        verdict = classify(result.status_code, result.error, result.retry_after is not None)
+        retry_after = None
+        if verdict.outcome is Outcome.RATE_LIMITED:
+            retry_after = parse_retry_after(
+                result.retry_after, now, self.config.retry_after_max_seconds
+            )
+        counters = Counters(
+            claim.budget_used,
+            claim.retry_attempts,
+            claim.rate_limited_count,
+            claim.rate_limited_since,
+        )
+        transition = decide(counters, verdict.outcome, retry_after, now, self.config, self.rng)
+        record = AttemptRecord(
+            delivery_id=claim.delivery_id,
+            lease_token=claim.lease_token,
+            webhook_id=claim.webhook_id,
+            number=claim.attempt_count + 1,
+            started_at=started_at,
+            duration_ms=result.duration_ms,
+            status_code=result.status_code,
+            error=result.error_text,
+            response_body=result.body,
+            outcome=verdict.metric_class,
+            transition=transition,
+        )
+        recorded = await self._record_shielded(record, flight)
+        self._observe(claim, result, verdict.metric_class, transition, recorded)
+        return AttemptReport(claim, result, transition, recorded.applied)
+
+    async def _record_shielded(self, record: AttemptRecord, flight: _Flight | None) -> RecordResult:
+        write = asyncio.ensure_future(self.store.record_attempts([record]))
+        try:
+            (result,) = await asyncio.shield(write)
+        except asyncio.CancelledError:
+            # Shutdown caught us mid-write: the request already went out, so
+            # finish recording it before letting the cancellation through.
+            await write
+            if flight is not None:
+                flight.recorded = True
+            raise
+        if flight is not None:
+            flight.recorded = True
+        return result
+
+    def _observe(
+        self,
+        claim: ClaimedDelivery,
+        result: SendResult,
+        metric_class: str,
+        transition: Transition,
+        recorded: RecordResult,
+    ) -> None:
+        m = self.metrics
+        m.attempts.labels(outcome=metric_class).inc()
+        m.attempt_duration.observe(result.duration_ms / 1000)
+        fields = {
+            "delivery_id": claim.delivery_id,
+            "webhook_id": claim.webhook_id,
+            "event_id": claim.event_id,
+            "attempt": claim.attempt_count + 1,
+            "status_code": result.status_code,
+            "error": result.error_text,
+            "duration_ms": result.duration_ms,
+            "outcome": metric_class,
+            "status": transition.status.value,
+        }
+        if not recorded.applied:
+            m.stale_writes.inc()
+            # The lease moved on (expired and re-claimed, or the webhook was
+            # deleted meanwhile): surfaced, never silently dropped.
+            log.warning(
+                "delivery.write_fenced",
+                current_status=recorded.status and recorded.status.value,
+                **fields,
+            )
+            return
+        m.deliveries_reached.labels(status=transition.status.value).inc()
+        if transition.deactivate_webhook_reason:
+            m.webhooks_disabled.inc()
+            log.warning(
+                "webhook.disabled",
+                webhook_id=claim.webhook_id,
+                reason=transition.deactivate_webhook_reason,
+            )
+        if transition.next_attempt_at is not None:
+            fields["next_attempt_in_ms"] = transition.next_attempt_at - self.clock.now_ms()
+        if transition.dead_letter_reason:
+            fields["reason"] = transition.dead_letter_reason
+        log.info("delivery.attempt", **fields)

@@ -1,0 +1,61 @@
+"""Request signing: the hookd hex signature and the Standard Webhooks trio.
+
+``X-Webhook-Signature`` is the lowercase hex HMAC-SHA256 of the body;
+``webhook-signature`` is ``v1,<base64 HMAC-SHA256 of "id.timestamp.body">``.
+With several active secrets (a rotation's grace period) each header carries
+one signature per secret: comma-separated hex values, space-separated ``v1,``
+entries, so a receiver holding either secret verifies.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Sequence
+
+WHSEC_PREFIX = "whsec_"
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key: the secret's UTF-8 bytes, or the decoded bytes of ``whsec_<base64>``."""
+    if secret.startswith(WHSEC_PREFIX):
+        try:
+            return base64.b64decode(secret[len(WHSEC_PREFIX) :], validate=True)
+        except binascii.Error:
+            # Not valid base64 after all: treat it as an opaque string, as written.
+            pass
+    return secret.encode("utf-8")
+
+
+def is_valid_whsec(secret: str) -> bool:
+    if not secret.startswith(WHSEC_PREFIX):
+        return True
+    try:
+        return len(base64.b64decode(secret[len(WHSEC_PREFIX) :], validate=True)) > 0
+    except binascii.Error:
+        return False
+
+
+def hex_signature(key: bytes, body: bytes) -> str:
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def standard_signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    signed = b"%s.%d.%s" % (msg_id.encode("utf-8"), timestamp, body)
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode("ascii")
+
+
+def signature_headers(
+    msg_id: str, timestamp: int, body: bytes, secrets: Sequence[str]
+) -> dict[str, str]:
+    keys = [signing_key(s) for s in secrets]
+    return {
+        "X-Webhook-Id": msg_id,
+        "X-Webhook-Timestamp": str(timestamp),
+        "X-Webhook-Signature": ",".join(hex_signature(k, body) for k in keys),
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(standard_signature(k, msg_id, timestamp, body) for k in keys),
+    }

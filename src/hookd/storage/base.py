@@ -1,0 +1,198 @@
+"""The storage contract every backend implements.
+
+The scheduler, the API and the CLI only ever talk to a :class:`Store`.  The
+SQLite implementation (``sqlite.py``) is the real one; a PostgreSQL one for
+multi-node use must pass the same contract suite (``tests/test_store_contract.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hookd.lifecycle import Transition
+from hookd.models import (
+    ApiKey,
+    Attempt,
+    ClaimedDelivery,
+    Delivery,
+    Event,
+    IngestResult,
+    NewWebhook,
+    Status,
+    Webhook,
+    WebhookStatus,
+    Workspace,
+)
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked (full disk, read-only file, locked)."""
+
+
+class IdempotencyConflict(Exception):
+    """A reused idempotency key carries a different event type."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookChanges:
+    """Fields of a partial update; ``None`` means "leave as is"."""
+
+    name: str | None = None
+    url: str | None = None
+    events: tuple[str, ...] | None = None
+    secret: str | None = None
+    retry_attempts: int | None = None
+    timeout_ms: int | None = None
+    status: WebhookStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilter:
+    status: Status | None = None
+    webhook_id: str | None = None
+    event_type: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: Sequence[Any]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One finished attempt and the transition decided for it."""
+
+    delivery_id: str
+    lease_token: str
+    webhook_id: str
+    number: int
+    started_at: int
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+    outcome: str
+    transition: Transition
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    delivery_id: str
+    # False when the lease no longer matched: another worker owns the delivery
+    # now, or an operator action (webhook deletion) ended it meanwhile.
+    applied: bool
+    status: Status | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayClaim:
+    """Outcome of asking to replay one delivery."""
+
+    found: bool
+    status: Status | None = None  # the status that refused the replay, if any
+    claim: ClaimedDelivery | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    by_status: Mapping[str, int] = field(default_factory=dict)
+    oldest_due_ms: int | None = None  # next_attempt_at of the oldest due, unleased delivery
+    in_flight: int = 0
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    # -- tenancy and keys -------------------------------------------------
+    async def ensure_workspace(self, workspace_id: str, name: str | None = None) -> Workspace: ...
+
+    async def get_workspace(self, workspace_id: str) -> Workspace | None: ...
+
+    async def create_api_key(
+        self, workspace_id: str | None, digest: bytes, prefix: str, owner: str
+    ) -> ApiKey: ...
+
+    async def find_api_key(self, digest: bytes) -> tuple[ApiKey, bytes] | None: ...
+
+    async def list_api_keys(self) -> list[ApiKey]: ...
+
+    async def revoke_api_key(self, key_id: str) -> bool: ...
+
+    async def count_api_keys(self) -> int: ...
+
+    # -- webhooks -----------------------------------------------------------
+    async def create_webhook(self, new: NewWebhook) -> Webhook: ...
+
+    async def get_webhook(self, workspace_id: str | None, webhook_id: str) -> Webhook | None: ...
+
+    async def list_webhooks(
+        self, workspace_id: str | None, limit: int, cursor: str | None = None
+    ) -> Page: ...
+
+    async def update_webhook(
+        self, workspace_id: str, webhook_id: str, changes: WebhookChanges, secret_grace_ms: int
+    ) -> Webhook | None: ...
+
+    async def delete_webhook(self, workspace_id: str, webhook_id: str) -> bool: ...
+
+    # -- events and deliveries -------------------------------------------------
+    async def ingest_event(
+        self,
+        workspace_id: str,
+        event_type: str,
+        data: Any,
+        idempotency_key: str | None = None,
+    ) -> IngestResult: ...
+
+    async def get_event(self, workspace_id: str | None, event_id: str) -> Event | None: ...
+
+    async def get_delivery(self, workspace_id: str | None, delivery_id: str) -> Delivery | None: ...
+
+    async def list_deliveries(
+        self, workspace_id: str | None, flt: DeliveryFilter, limit: int, cursor: str | None = None
+    ) -> Page: ...
+
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]: ...
+
+    # -- the scheduler's side ------------------------------------------------------
+    async def claim_due(
+        self,
+        limit: int,
+        lease_ms: int,
+        per_webhook_room: Mapping[str, int],
+        default_room: int,
+    ) -> list[ClaimedDelivery]: ...
+
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> list[RecordResult]: ...
+
+    async def release(self, leases: Collection[tuple[str, str]]) -> int: ...
+
+    async def next_due_at(self) -> int | None: ...
+
+    async def queue_stats(self) -> QueueStats: ...
+
+    # -- operator actions ----------------------------------------------------------
+    async def claim_for_replay(
+        self, workspace_id: str | None, delivery_id: str, lease_ms: int
+    ) -> ReplayClaim: ...
+
+    async def replay_webhook(
+        self, workspace_id: str, webhook_id: str, since_ms: int | None
+    ) -> int | None: ...
+
+    async def create_test_delivery(
+        self, webhook: Webhook, event_type: str, data: Any
+    ) -> ClaimedDelivery: ...
+
+    async def delete_delivered_before(self, cutoff_ms: int, batch: int) -> int: ...
+
+    async def database_size_bytes(self) -> int: ...

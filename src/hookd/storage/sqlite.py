@@ -1,0 +1,1216 @@
+"""The SQLite store: every SQL statement hookd runs against its embedded database.
+
+Design notes
+------------
+* One aiosqlite connection, in autocommit mode, owns the database file.  A
+  unit of work is a plain synchronous function handed to aiosqlite's worker
+  thread as a single call (``_tx``): its statements run back to back between
+  ``BEGIN IMMEDIATE`` and ``COMMIT``, so no other coroutine's statement can
+  slip into the transaction and a whole batch costs one thread round trip.
+* Writes that arrive concurrently (event ingest, attempt records) are group
+  committed: whatever queued up while the previous transaction was being
+  committed goes into the next one (``_GroupCommit``).  Each caller is
+  answered only after the COMMIT that holds its row returned.
+* A delivery is due when ``next_attempt_at <= now``.  Claiming it sets a fresh
+  ``lease_token`` and moves ``next_attempt_at`` to the lease's expiry, like a
+  queue's visibility timeout: if the claimer dies the delivery simply becomes
+  due again.  Every later write is conditional on the token, so a worker
+  whose lease was taken over can never overwrite the newer attempt.
+* Times are epoch milliseconds from the injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import sqlite3
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import aiosqlite
+
+from hookd.clock import Clock, SystemClock
+from hookd.ids import new_id
+from hookd.lifecycle import ERROR_WEBHOOK_DELETED
+from hookd.models import (
+    SCHEDULABLE,
+    ApiKey,
+    Attempt,
+    ClaimedDelivery,
+    Delivery,
+    Event,
+    IngestResult,
+    NewWebhook,
+    Status,
+    Webhook,
+    WebhookStatus,
+    Workspace,
+    subscribes,
+)
+from hookd.storage.base import (
+    AttemptRecord,
+    DeliveryFilter,
+    IdempotencyConflict,
+    Page,
+    QueueStats,
+    RecordResult,
+    ReplayClaim,
+    StoreError,
+    WebhookChanges,
+)
+
+T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741
+R = TypeVar("R")
+
+_SCHEDULABLE_SQL = "('pending','failed','rate_limited')"
+
+# Versioned migrations, applied in order at open; never edit one that shipped.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE workspaces (
+            id          TEXT PRIMARY KEY,
+            name        TEXT NOT NULL,
+            created_at  INTEGER NOT NULL
+        );
+        CREATE TABLE api_keys (
+            id            TEXT PRIMARY KEY,
+            workspace_id  TEXT REFERENCES workspaces(id),
+            digest        BLOB NOT NULL UNIQUE,
+            prefix        TEXT NOT NULL,
+            owner         TEXT NOT NULL,
+            created_at    INTEGER NOT NULL,
+            revoked_at    INTEGER
+        );
+        CREATE TABLE webhooks (
+            id                     TEXT PRIMARY KEY,
+            workspace_id           TEXT NOT NULL REFERENCES workspaces(id),
+            name                   TEXT NOT NULL,
+            url                    TEXT NOT NULL,
+            events                 TEXT NOT NULL,
+            secret                 TEXT NOT NULL,
+            previous_secret        TEXT,
+            previous_secret_until  INTEGER,
+            retry_attempts         INTEGER NOT NULL,
+            timeout_ms             INTEGER NOT NULL,
+            status                 TEXT NOT NULL CHECK (status IN ('active','inactive')),
+            disabled_reason        TEXT,
+            paused_until           INTEGER,
+            created_by             TEXT NOT NULL,
+            created_at             INTEGER NOT NULL,
+            updated_at             INTEGER NOT NULL,
+            deleted_at             INTEGER
+        );
+        CREATE INDEX webhooks_workspace ON webhooks(workspace_id, created_at, id)
+            WHERE deleted_at IS NULL;
+        CREATE TABLE events (
+            id               TEXT PRIMARY KEY,
+            workspace_id     TEXT NOT NULL REFERENCES workspaces(id),
+            type             TEXT NOT NULL,
+            body             BLOB NOT NULL,
+            idempotency_key  TEXT,
+            created_at       INTEGER NOT NULL
+        );
+        CREATE INDEX events_idempotency ON events(workspace_id, idempotency_key, created_at)
+            WHERE idempotency_key IS NOT NULL;
+        CREATE INDEX events_created ON events(created_at);
+        CREATE TABLE deliveries (
+            id                  TEXT PRIMARY KEY,
+            workspace_id        TEXT NOT NULL REFERENCES workspaces(id),
+            event_id            TEXT NOT NULL REFERENCES events(id),
+            webhook_id          TEXT NOT NULL REFERENCES webhooks(id),
+            event_type          TEXT NOT NULL,
+            status              TEXT NOT NULL CHECK (status IN
+                                  ('pending','delivered','failed','rate_limited','dead_letter')),
+            attempt_count       INTEGER NOT NULL DEFAULT 0,
+            budget_used         INTEGER NOT NULL DEFAULT 0,
+            rate_limited_count  INTEGER NOT NULL DEFAULT 0,
+            rate_limited_since  INTEGER,
+            next_attempt_at     INTEGER,
+            lease_token         TEXT,
+            last_status_code    INTEGER,
+            last_error          TEXT,
+            last_response_body  TEXT,
+            status_reason       TEXT,
+            is_test             INTEGER NOT NULL DEFAULT 0,
+            created_at          INTEGER NOT NULL,
+            updated_at          INTEGER NOT NULL,
+            -- A delivery is scheduled exactly when it is not terminal.
+            CHECK ((next_attempt_at IS NULL) = (status IN ('delivered','dead_letter')))
+        );
+        CREATE INDEX deliveries_due ON deliveries(next_attempt_at)
+            WHERE next_attempt_at IS NOT NULL;
+        CREATE INDEX deliveries_workspace ON deliveries(workspace_id, created_at, id);
+        CREATE INDEX deliveries_webhook ON deliveries(webhook_id, status);
+        CREATE INDEX deliveries_status ON deliveries(status, updated_at);
+        CREATE INDEX deliveries_event ON deliveries(event_id);
+        CREATE TABLE attempts (
+            id             TEXT PRIMARY KEY,
+            delivery_id    TEXT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+            number         INTEGER NOT NULL,
+            started_at     INTEGER NOT NULL,
+            duration_ms    INTEGER NOT NULL,
+            status_code    INTEGER,
+            error          TEXT,
+            response_body  TEXT,
+            outcome        TEXT NOT NULL
+        );
+        CREATE INDEX attempts_delivery ON attempts(delivery_id, number);
+        """,
+    ),
+)
+
+_DELIVERY_COLUMNS = (
+    "id, workspace_id, event_id, webhook_id, event_type, status, attempt_count, budget_used,"
+    " rate_limited_count, rate_limited_since, next_attempt_at, last_status_code, last_error,"
+    " last_response_body, is_test, created_at, updated_at, status_reason"
+)
+
+_WEBHOOK_COLUMNS = (
+    "id, workspace_id, name, url, events, secret, previous_secret, previous_secret_until,"
+    " retry_attempts, timeout_ms, status, disabled_reason, paused_until, created_by,"
+    " created_at, updated_at"
+)
+
+_CLAIM_COLUMNS = (
+    "d.id, d.workspace_id, d.webhook_id, d.event_id, d.event_type, e.body, w.url, w.secret,"
+    " w.previous_secret, w.previous_secret_until, w.timeout_ms, w.retry_attempts, d.status,"
+    " d.attempt_count, d.budget_used, d.rate_limited_count, d.rate_limited_since, d.lease_token"
+)
+
+
+def _webhook(row: sqlite3.Row | tuple[Any, ...]) -> Webhook:
+    return Webhook(
+        id=row[0],
+        workspace_id=row[1],
+        name=row[2],
+        url=row[3],
+        events=tuple(json.loads(row[4])),
+        secret=row[5],
+        previous_secret=row[6],
+        previous_secret_until=row[7],
+        retry_attempts=row[8],
+        timeout_ms=row[9],
+        status=WebhookStatus(row[10]),
+        disabled_reason=row[11],
+        paused_until=row[12],
+        created_by=row[13],
+        created_at=row[14],
+        updated_at=row[15],
+    )
+
+
+def _delivery(row: sqlite3.Row | tuple[Any, ...]) -> Delivery:
+    last_error = row[12]
+    if last_error is None and row[17] is not None:
+        last_error = row[17]
+    return Delivery(
+        id=row[0],
+        workspace_id=row[1],
+        event_id=row[2],
+        webhook_id=row[3],
+        event_type=row[4],
+        status=Status(row[5]),
+        attempt_count=row[6],
+        budget_used=row[7],
+        rate_limited_count=row[8],
+        rate_limited_since=row[9],
+        next_attempt_at=row[10],
+        last_status_code=row[11],
+        last_error=last_error,
+        last_response_body=row[13],
+        is_test=bool(row[14]),
+        created_at=row[15],
+        updated_at=row[16],
+    )
+
+
+def _claimed(row: sqlite3.Row | tuple[Any, ...], now_ms: int) -> ClaimedDelivery:
+    signing = [row[7]]
+    if row[8] is not None and row[9] is not None and row[9] > now_ms:
+        signing.append(row[8])
+    return ClaimedDelivery(
+        delivery_id=row[0],
+        workspace_id=row[1],
+        webhook_id=row[2],
+        event_id=row[3],
+        event_type=row[4],
+        body=bytes(row[5]),
+        url=row[6],
+        secrets=tuple(signing),
+        timeout_ms=row[10],
+        retry_attempts=row[11],
+        status=Status(row[12]),
+        attempt_count=row[13],
+        budget_used=row[14],
+        rate_limited_count=row[15],
+        rate_limited_since=row[16],
+        lease_token=row[17],
+    )
+
+
+def encode_cursor(created_at: int, item_id: str) -> str:
+    return f"{created_at}.{item_id}"
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    """Split a list cursor; raises ValueError when it is not one of ours."""
+    created, sep, item_id = cursor.partition(".")
+    if not sep or not created.isdigit() or len(created) > 15:
+        raise ValueError("malformed cursor")
+    if len(item_id) != 24 or any(c not in "0123456789abcdef" for c in item_id):
+        raise ValueError("malformed cursor")
+    return int(created), item_id
+
+
+def serialize_event(
+    event_id: str, workspace_id: str, event_type: str, data: Any, created_at_iso: str
+) -> bytes:
+    """The event body every attempt sends, serialized once at ingest."""
+    return json.dumps(
+        {
+            "id": event_id,
+            "type": event_type,
+            "createdAt": created_at_iso,
+            "workspaceId": workspace_id,
+            "data": data,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    ).encode("utf-8")
+
+
+class _GroupCommit(Generic[I, R]):
+    """Commit whatever queued up while the previous transaction was running.
+
+    A caller is answered only after the COMMIT containing its item returned.
+    Under light load each item gets a transaction of its own at once; under
+    heavy load many share one, so the fsync cost is paid per batch.
+    """
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        work: Callable[[sqlite3.Connection, list[I]], list[R | Exception]],
+        max_batch: int,
+    ) -> None:
+        self._store = store
+        self._work = work
+        self._max_batch = max_batch
+        self._queue: list[tuple[I, asyncio.Future[R]]] = []
+        self._runner: asyncio.Task[None] | None = None
+
+    async def submit(self, item: I) -> R:
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, fut))
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run())
+        # Shielded: a caller that goes away (client disconnect) must not
+        # cancel a commit other callers are waiting for.
+        return await asyncio.shield(fut)
+
+    async def _run(self) -> None:
+        while self._queue:
+            batch = self._queue[: self._max_batch]
+            del self._queue[: self._max_batch]
+            items = [item for item, _ in batch]
+
+            def work(conn: sqlite3.Connection, items: list[I] = items) -> list[R | Exception]:
+                return self._work(conn, items)
+
+            try:
+                results = await self._store._tx(work)
+            except Exception as exc:  # the whole transaction failed
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, fut), result in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(result, Exception):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+
+    async def drain(self) -> None:
+        if self._runner is not None:
+            await asyncio.shield(self._runner)
+
+
+class _IngestItem:
+    __slots__ = ("data", "event_type", "idempotency_key", "workspace_id")
+
+    def __init__(self, workspace_id: str, event_type: str, data: Any, idempotency_key: str | None):
+        self.workspace_id = workspace_id
+        self.event_type = event_type
+        self.data = data
+        self.idempotency_key = idempotency_key
+
+
+def _classify_sqlite_error(exc: sqlite3.Error) -> StoreError:
+    return StoreError(f"database error: {exc}")
+
+
+class SqliteStore:
+    """The embedded, single-file implementation of :class:`hookd.storage.Store`."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        clock: Clock | None = None,
+        *,
+        busy_timeout_ms: int = 5000,
+        idempotency_window_ms: int = 86_400_000,
+        synchronous: str = "FULL",
+    ) -> None:
+        self.path = str(path)
+        self.clock: Clock = clock or SystemClock()
+        self._busy_timeout_ms = busy_timeout_ms
+        self._idempotency_window_ms = idempotency_window_ms
+        self._synchronous = synchronous
+        self._db: aiosqlite.Connection | None = None
+        self._ingest: _GroupCommit[_IngestItem, IngestResult] = _GroupCommit(
+            self, self._ingest_batch, max_batch=512
+        )
+        self._records: _GroupCommit[AttemptRecord, RecordResult] = _GroupCommit(
+            self, self._record_batch, max_batch=1024
+        )
+
+    # -- plumbing -------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._call(self._configure)
+            await self._tx(self._migrate)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if self.path != ":memory:" and str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"cannot switch to WAL journal (got {mode})")
+        # FULL: a commit is on disk before the API acknowledges it, even across
+        # a power cut; group commit amortises the fsync.
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
+        )
+        applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        known = {version for version, _ in MIGRATIONS}
+        if applied - known:
+            raise sqlite3.OperationalError(
+                f"database schema version {max(applied)} is newer than this hookd knows"
+            )
+        for version, script in MIGRATIONS:
+            if version in applied:
+                continue
+            for statement in _split_sql(script):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                (version, self.clock.now_ms()),
+            )
+
+    async def close(self) -> None:
+        await self._ingest.drain()
+        await self._records.drain()
+        if self._db is not None:
+            db, self._db = self._db, None
+            with contextlib.suppress(sqlite3.Error):
+                await db.execute("PRAGMA optimize")
+            await db.close()
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the database thread, outside any explicit transaction."""
+        db = self._db
+        if db is None:
+            raise StoreError("store is not open")
+
+        def run() -> T:
+            return fn(db._conn)
+
+        # aiosqlite runs every call on its one worker thread; handing it a
+        # whole unit of work as a single callable is what keeps a transaction's
+        # statements together and a batch to one round trip.
+        try:
+            return await db._execute(run)  # type: ignore[no-untyped-call,no-any-return]
+        except sqlite3.Error as exc:
+            raise _classify_sqlite_error(exc) from exc
+
+    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return await self._call(run)
+
+    async def ping(self) -> None:
+        await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    # -- tenancy and keys -------------------------------------------------------
+
+    async def ensure_workspace(self, workspace_id: str, name: str | None = None) -> Workspace:
+        now = self.clock.now_ms()
+
+        def work(conn: sqlite3.Connection) -> Workspace:
+            conn.execute(
+                "INSERT OR IGNORE INTO workspaces (id, name, created_at) VALUES (?, ?, ?)",
+                (workspace_id, name or workspace_id, now),
+            )
+            row = conn.execute(
+                "SELECT id, name, created_at FROM workspaces WHERE id = ?", (workspace_id,)
+            ).fetchone()
+            return Workspace(*row)
+
+        return await self._tx(work)
+
+    async def get_workspace(self, workspace_id: str) -> Workspace | None:
+        row = await self._call(
+            lambda conn: conn.execute(
+                "SELECT id, name, created_at FROM workspaces WHERE id = ?", (workspace_id,)
+            ).fetchone()
+        )
+        return Workspace(*row) if row else None
+
+    async def create_api_key(
+        self, workspace_id: str | None, digest: bytes, prefix: str, owner: str
+    ) -> ApiKey:
+        now = self.clock.now_ms()
+        key = ApiKey(new_id(now), workspace_id, prefix, owner, now, None)
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO api_keys (id, workspace_id, digest, prefix, owner, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (key.id, workspace_id, digest, prefix, owner, now),
+            )
+
+        await self._tx(work)
+        return key
+
+    async def find_api_key(self, digest: bytes) -> tuple[ApiKey, bytes] | None:
+        row = await self._call(
+            lambda conn: conn.execute(
+                "SELECT id, workspace_id, prefix, owner, created_at, revoked_at, digest"
+                " FROM api_keys WHERE digest = ?",
+                (digest,),
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        return ApiKey(*row[:6]), bytes(row[6])
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        rows = await self._call(
+            lambda conn: conn.execute(
+                "SELECT id, workspace_id, prefix, owner, created_at, revoked_at"
+                " FROM api_keys ORDER BY created_at, id"
+            ).fetchall()
+        )
+        return [ApiKey(*row) for row in rows]
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        now = self.clock.now_ms()
+
+        def work(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (now, key_id),
+            )
+            return cur.rowcount == 1
+
+        return await self._tx(work)
+
+    async def count_api_keys(self) -> int:
+        row = await self._call(
+            lambda conn: conn.execute(
+                "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL"
+            ).fetchone()
+        )
+        return int(row[0])
+
+    # -- webhooks -------------------------------------------------------------
+
+    async def create_webhook(self, new: NewWebhook) -> Webhook:
+        now = self.clock.now_ms()
+        webhook_id = new_id(now)
+
+        def work(conn: sqlite3.Connection) -> Webhook:
+            conn.execute(
+                "INSERT OR IGNORE INTO workspaces (id, name, created_at) VALUES (?, ?, ?)",
+                (new.workspace_id, new.workspace_id, now),
+            )
+            conn.execute(
+                "INSERT INTO webhooks (id, workspace_id, name, url, events, secret,"
+                " retry_attempts, timeout_ms, status, created_by, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)",
+                (
+                    webhook_id,
+                    new.workspace_id,
+                    new.name,
+                    new.url,
+                    json.dumps(list(new.events)),
+                    new.secret,
+                    new.retry_attempts,
+                    new.timeout_ms,
+                    new.created_by,
+                    now,
+                    now,
+                ),
+            )
+            return self._load_webhook(conn, None, webhook_id)  # type: ignore[return-value]
+
+        return await self._tx(work)
+
+    @staticmethod
+    def _load_webhook(
+        conn: sqlite3.Connection, workspace_id: str | None, webhook_id: str
+    ) -> Webhook | None:
+        row = conn.execute(
+            f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks"
+            " WHERE id = ? AND deleted_at IS NULL AND (? IS NULL OR workspace_id = ?)",
+            (webhook_id, workspace_id, workspace_id),
+        ).fetchone()
+        return _webhook(row) if row else None
+
+    async def get_webhook(self, workspace_id: str | None, webhook_id: str) -> Webhook | None:
+        return await self._call(lambda conn: self._load_webhook(conn, workspace_id, webhook_id))
+
+    async def list_webhooks(
+        self, workspace_id: str | None, limit: int, cursor: str | None = None
+    ) -> Page:
+        after = decode_cursor(cursor) if cursor else (-1, "")
+
+        def work(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return conn.execute(
+                f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks"
+                " WHERE deleted_at IS NULL AND (? IS NULL OR workspace_id = ?)"
+                " AND (created_at, id) > (?, ?)"
+                " ORDER BY created_at, id LIMIT ?",
+                (workspace_id, workspace_id, after[0], after[1], limit + 1),
+            ).fetchall()
+
+        rows = await self._call(work)
+        items = [_webhook(r) for r in rows[:limit]]
+        nxt = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+        return Page(items, nxt)
+
+    async def update_webhook(
+        self, workspace_id: str, webhook_id: str, changes: WebhookChanges, secret_grace_ms: int
+    ) -> Webhook | None:
+        now = self.clock.now_ms()
+
+        def work(conn: sqlite3.Connection) -> Webhook | None:
+            current = self._load_webhook(conn, workspace_id, webhook_id)
+            if current is None:
+                return None
+            sets: list[str] = ["updated_at = ?"]
+            args: list[Any] = [now]
+            for column, value in (
+                ("name", changes.name),
+                ("url", changes.url),
+                ("retry_attempts", changes.retry_attempts),
+                ("timeout_ms", changes.timeout_ms),
+            ):
+                if value is not None:
+                    sets.append(f"{column} = ?")
+                    args.append(value)
+            if changes.events is not None:
+                sets.append("events = ?")
+                args.append(json.dumps(list(changes.events)))
+            if changes.secret is not None and changes.secret != current.secret:
+                # The old secret keeps signing beside the new one for the grace
+                # period, so receivers can roll over without dropping requests.
+                sets += ["secret = ?", "previous_secret = ?", "previous_secret_until = ?"]
+                args += [changes.secret, current.secret, now + secret_grace_ms]
+            if changes.status is not None and changes.status != current.status:
+                sets.append("status = ?")
+                args.append(changes.status.value)
+                if changes.status is WebhookStatus.ACTIVE:
+                    # Re-enabled by an operator: forget why it was disabled and
+                    # any pause left over from an earlier 429.
+                    sets += ["disabled_reason = NULL", "paused_until = NULL"]
+                else:
+                    sets.append("disabled_reason = ?")
+                    args.append("disabled by API")
+            args += [webhook_id]
+            conn.execute(f"UPDATE webhooks SET {', '.join(sets)} WHERE id = ?", args)
+            return self._load_webhook(conn, workspace_id, webhook_id)
+
+        return await self._tx(work)
+
+    async def delete_webhook(self, workspace_id: str, webhook_id: str) -> bool:
+        now = self.clock.now_ms()
+
+        def work(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE webhooks SET deleted_at = ?, status = 'inactive', updated_at = ?"
+                " WHERE id = ? AND workspace_id = ? AND deleted_at IS NULL",
+                (now, now, webhook_id, workspace_id),
+            )
+            if cur.rowcount != 1:
+                return False
+            # Clearing lease_token fences out any attempt still in flight: its
+            # record will not resurrect the delivery.
+            conn.execute(
+                "UPDATE deliveries SET status = 'dead_letter', status_reason = ?,"
+                " next_attempt_at = NULL, lease_token = NULL, updated_at = ?"
+                f" WHERE webhook_id = ? AND status IN {_SCHEDULABLE_SQL}",
+                (ERROR_WEBHOOK_DELETED, now, webhook_id),
+            )
+            return True
+
+        return await self._tx(work)
+
+    # -- events ---------------------------------------------------------------
+
+    async def ingest_event(
+        self,
+        workspace_id: str,
+        event_type: str,
+        data: Any,
+        idempotency_key: str | None = None,
+    ) -> IngestResult:
+        return await self._ingest.submit(
+            _IngestItem(workspace_id, event_type, data, idempotency_key)
+        )
+
+    def _ingest_batch(
+        self, conn: sqlite3.Connection, items: list[_IngestItem]
+    ) -> list[IngestResult | Exception]:
+        from hookd.ids import iso_ms
+
+        now = self.clock.now_ms()
+        hooks_by_workspace: dict[str, list[tuple[str, tuple[str, ...], int | None]]] = {}
+        results: list[IngestResult | Exception] = []
+        for item in items:
+            conn.execute("SAVEPOINT ingest_item")
+            try:
+                result = self._ingest_one(conn, item, now, iso_ms(now), hooks_by_workspace)
+            except (sqlite3.IntegrityError, ValueError, TypeError, IdempotencyConflict) as exc:
+                conn.execute("ROLLBACK TO ingest_item")
+                conn.execute("RELEASE ingest_item")
+                results.append(exc)
+                continue
+            conn.execute("RELEASE ingest_item")
+            results.append(result)
+        return results
+
+    def _ingest_one(
+        self,
+        conn: sqlite3.Connection,
+        item: _IngestItem,
+        now: int,
+        now_iso: str,
+        hooks_by_workspace: dict[str, list[tuple[str, tuple[str, ...], int | None]]],
+    ) -> IngestResult:
+        if item.idempotency_key is not None:
+            row = conn.execute(
+                "SELECT id, workspace_id, type, body, idempotency_key, created_at FROM events"
+                " WHERE workspace_id = ? AND idempotency_key = ? AND created_at >= ?"
+                " ORDER BY created_at LIMIT 1",
+                (item.workspace_id, item.idempotency_key, now - self._idempotency_window_ms),
+            ).fetchone()
+            if row is not None:
+                if row[2] != item.event_type:
+                    raise IdempotencyConflict(
+                        "idempotencyKey was already used for an event of another type"
+                    )
+                ids = conn.execute(
+                    "SELECT id FROM deliveries WHERE event_id = ? ORDER BY id", (row[0],)
+                ).fetchall()
+                event = Event(row[0], row[1], row[2], bytes(row[3]), row[4], row[5])
+                return IngestResult(event, tuple(r[0] for r in ids), duplicate=True)
+        hooks = hooks_by_workspace.get(item.workspace_id)
+        if hooks is None:
+            hooks = [
+                (r[0], tuple(json.loads(r[1])), r[2])
+                for r in conn.execute(
+                    "SELECT id, events, paused_until FROM webhooks"
+                    " WHERE workspace_id = ? AND status = 'active' AND deleted_at IS NULL",
+                    (item.workspace_id,),
+                )
+            ]
+            hooks_by_workspace[item.workspace_id] = hooks
+        event_id = new_id(now)
+        body = serialize_event(event_id, item.workspace_id, item.event_type, item.data, now_iso)
+        conn.execute(
+            "INSERT OR IGNORE INTO workspaces (id, name, created_at) VALUES (?, ?, ?)",
+            (item.workspace_id, item.workspace_id, now),
+        )
+        conn.execute(
+            "INSERT INTO events (id, workspace_id, type, body, idempotency_key, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (event_id, item.workspace_id, item.event_type, body, item.idempotency_key, now),
+        )
+        rows = []
+        for hook_id, patterns, paused_until in hooks:
+            if subscribes(patterns, item.event_type):
+                # A webhook paused by a 429 gets new work scheduled after the pause,
+                # so the claim query never has to skip over it.
+                due = max(now, paused_until or 0)
+                rows.append(
+                    (
+                        new_id(now),
+                        item.workspace_id,
+                        event_id,
+                        hook_id,
+                        item.event_type,
+                        due,
+                        now,
+                        now,
+                    )
+                )
+        conn.executemany(
+            "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status,"
+            " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+            rows,
+        )
+        event = Event(event_id, item.workspace_id, item.event_type, body, item.idempotency_key, now)
+        return IngestResult(event, tuple(r[0] for r in rows), duplicate=False)
+
+    async def get_event(self, workspace_id: str | None, event_id: str) -> Event | None:
+        row = await self._call(
+            lambda conn: conn.execute(
+                "SELECT id, workspace_id, type, body, idempotency_key, created_at FROM events"
+                " WHERE id = ? AND (? IS NULL OR workspace_id = ?)",
+                (event_id, workspace_id, workspace_id),
+            ).fetchone()
+        )
+        return Event(row[0], row[1], row[2], bytes(row[3]), row[4], row[5]) if row else None
+
+    # -- deliveries -------------------------------------------------------------
+
+    async def get_delivery(self, workspace_id: str | None, delivery_id: str) -> Delivery | None:
+        row = await self._call(
+            lambda conn: conn.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
+                " WHERE id = ? AND (? IS NULL OR workspace_id = ?)",
+                (delivery_id, workspace_id, workspace_id),
+            ).fetchone()
+        )
+        return _delivery(row) if row else None
+
+    async def list_deliveries(
+        self, workspace_id: str | None, flt: DeliveryFilter, limit: int, cursor: str | None = None
+    ) -> Page:
+        where = ["(? IS NULL OR workspace_id = ?)"]
+        args: list[Any] = [workspace_id, workspace_id]
+        if cursor:
+            created, item_id = decode_cursor(cursor)
+            where.append("(created_at, id) < (?, ?)")
+            args += [created, item_id]
+        for clause, value in (
+            ("status = ?", flt.status.value if flt.status else None),
+            ("webhook_id = ?", flt.webhook_id),
+            ("event_type = ?", flt.event_type),
+            ("created_at >= ?", flt.since_ms),
+            ("created_at <= ?", flt.until_ms),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        args.append(limit + 1)
+        sql = (
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(where)}"
+            " ORDER BY created_at DESC, id DESC LIMIT ?"
+        )
+        rows = await self._call(lambda conn: conn.execute(sql, args).fetchall())
+        items = [_delivery(r) for r in rows[:limit]]
+        nxt = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+        return Page(items, nxt)
+
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        rows = await self._call(
+            lambda conn: conn.execute(
+                "SELECT id, delivery_id, number, started_at, duration_ms, status_code, error,"
+                " response_body, outcome FROM attempts WHERE delivery_id = ?"
+                " ORDER BY number, started_at",
+                (delivery_id,),
+            ).fetchall()
+        )
+        return [Attempt(*r) for r in rows]
+
+    # -- the scheduler's side ------------------------------------------------------
+
+    async def claim_due(
+        self,
+        limit: int,
+        lease_ms: int,
+        per_webhook_room: Mapping[str, int],
+        default_room: int,
+    ) -> list[ClaimedDelivery]:
+        """Lease up to ``limit`` due deliveries, at most the room left per webhook.
+
+        ``per_webhook_room`` gives the free per-webhook slots of webhooks that
+        already have attempts in flight; others get ``default_room``.
+        Webhooks with no room are excluded inside the query, so a saturated
+        (slow or dead) endpoint never fills a batch.
+        """
+        if limit <= 0:
+            return []
+        now = self.clock.now_ms()
+        token = secrets.token_hex(12)
+        full = json.dumps([hook for hook, room in per_webhook_room.items() if room <= 0])
+        # Read a little more than needed so per-webhook caps can still fill the batch.
+        scan = min(limit * 4, limit + 4096)
+
+        def work(conn: sqlite3.Connection) -> list[ClaimedDelivery]:
+            candidates = conn.execute(
+                "SELECT d.id, d.webhook_id FROM deliveries d"
+                " JOIN webhooks w ON w.id = d.webhook_id"
+                " WHERE d.next_attempt_at <= ?"
+                "   AND w.status = 'active' AND (w.paused_until IS NULL OR w.paused_until <= ?)"
+                "   AND d.webhook_id NOT IN (SELECT value FROM json_each(?))"
+                " ORDER BY d.next_attempt_at LIMIT ?",
+                (now, now, full, scan),
+            ).fetchall()
+            room = dict(per_webhook_room)
+            chosen: list[str] = []
+            for delivery_id, webhook_id in candidates:
+                left = room.get(webhook_id, default_room)
+                if left <= 0:
+                    continue
+                room[webhook_id] = left - 1
+                chosen.append(delivery_id)
+                if len(chosen) >= limit:
+                    break
+            if not chosen:
+                return []
+            ids = json.dumps(chosen)
+            conn.execute(
+                "UPDATE deliveries SET lease_token = ?, next_attempt_at = ?"
+                " WHERE id IN (SELECT value FROM json_each(?)) AND next_attempt_at <= ?",
+                (token, now + lease_ms, ids, now),
+            )
+            rows = conn.execute(
+                f"SELECT {_CLAIM_COLUMNS} FROM deliveries d"
+                " JOIN events e ON e.id = d.event_id JOIN webhooks w ON w.id = d.webhook_id"
+                " WHERE d.id IN (SELECT value FROM json_each(?)) AND d.lease_token = ?"
+                " ORDER BY d.next_attempt_at",
+                (ids, token),
+            ).fetchall()
+            return [_claimed(r, now) for r in rows]
+
+        return await self._tx(work)
+
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> list[RecordResult]:
+        if len(records) == 1:
+            return [await self._records.submit(records[0])]
+        return list(await asyncio.gather(*(self._records.submit(r) for r in records)))
+
+    def _record_batch(
+        self, conn: sqlite3.Connection, records: list[AttemptRecord]
+    ) -> list[RecordResult | Exception]:
+        now = self.clock.now_ms()
+        results: list[RecordResult | Exception] = []
+        for r in records:
+            t = r.transition
+            cur = conn.execute(
+                "UPDATE deliveries SET status = ?, next_attempt_at = ?, lease_token = NULL,"
+                " attempt_count = attempt_count + 1, budget_used = ?, rate_limited_count = ?,"
+                " rate_limited_since = ?, last_status_code = ?, last_error = ?,"
+                " last_response_body = ?, status_reason = ?, updated_at = ?"
+                " WHERE id = ? AND lease_token = ?",
+                (
+                    t.status.value,
+                    t.next_attempt_at,
+                    t.budget_used,
+                    t.rate_limited_count,
+                    t.rate_limited_since,
+                    r.status_code,
+                    r.error,
+                    r.response_body,
+                    t.dead_letter_reason,
+                    now,
+                    r.delivery_id,
+                    r.lease_token,
+                ),
+            )
+            applied = cur.rowcount == 1
+            # The request went out whether or not we still own the delivery, so
+            # the attempt is always on record.
+            conn.execute(
+                "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms,"
+                " status_code, error, response_body, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    new_id(r.started_at),
+                    r.delivery_id,
+                    r.number,
+                    r.started_at,
+                    r.duration_ms,
+                    r.status_code,
+                    r.error,
+                    r.response_body,
+                    r.outcome,
+                ),
+            )
+            if not applied:
+                row = conn.execute(
+                    "SELECT status FROM deliveries WHERE id = ?", (r.delivery_id,)
+                ).fetchone()
+                results.append(RecordResult(r.delivery_id, False, Status(row[0]) if row else None))
+                continue
+            if t.pause_webhook_until is not None:
+                conn.execute(
+                    "UPDATE webhooks SET paused_until = max(coalesce(paused_until, 0), ?)"
+                    " WHERE id = ?",
+                    (t.pause_webhook_until, r.webhook_id),
+                )
+                # Push the webhook's other waiting deliveries behind the pause so
+                # the claim query does not walk over them until then.
+                conn.execute(
+                    "UPDATE deliveries SET next_attempt_at = ?"
+                    " WHERE webhook_id = ? AND next_attempt_at < ? AND lease_token IS NULL",
+                    (t.pause_webhook_until, r.webhook_id, t.pause_webhook_until),
+                )
+            if t.deactivate_webhook_reason is not None:
+                conn.execute(
+                    "UPDATE webhooks SET status = 'inactive', disabled_reason = ?, updated_at = ?"
+                    " WHERE id = ? AND status = 'active'",
+                    (t.deactivate_webhook_reason, now, r.webhook_id),
+                )
+            results.append(RecordResult(r.delivery_id, True, t.status))
+        return results
+
+    async def release(self, leases: Collection[tuple[str, str]]) -> int:
+        """Give leases back so the deliveries are due again at once."""
+        if not leases:
+            return 0
+        now = self.clock.now_ms()
+
+        def work(conn: sqlite3.Connection) -> int:
+            total = 0
+            for delivery_id, token in leases:
+                cur = conn.execute(
+                    "UPDATE deliveries SET lease_token = NULL, next_attempt_at = ?"
+                    " WHERE id = ? AND lease_token = ?",
+                    (now, delivery_id, token),
+                )
+                total += cur.rowcount
+            return total
+
+        return await self._tx(work)
+
+    async def next_due_at(self) -> int | None:
+        """When the earliest scheduled delivery of an active, unpaused webhook is due."""
+        now = self.clock.now_ms()
+
+        def work(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute(
+                "SELECT min(d.next_attempt_at) FROM deliveries d"
+                " JOIN webhooks w ON w.id = d.webhook_id"
+                " WHERE d.next_attempt_at IS NOT NULL AND w.status = 'active'",
+            ).fetchone()
+            paused = conn.execute(
+                "SELECT min(paused_until) FROM webhooks WHERE paused_until > ?", (now,)
+            ).fetchone()
+            candidates = [v for v in (row[0], paused[0]) if v is not None]
+            return min(candidates) if candidates else None
+
+        return await self._call(work)
+
+    async def queue_stats(self) -> QueueStats:
+        now = self.clock.now_ms()
+
+        def work(conn: sqlite3.Connection) -> QueueStats:
+            by_status = {s.value: 0 for s in Status}
+            for status, count in conn.execute(
+                "SELECT status, count(*) FROM deliveries GROUP BY status"
+            ):
+                by_status[status] = count
+            oldest = conn.execute(
+                "SELECT min(next_attempt_at) FROM deliveries"
+                " WHERE next_attempt_at <= ? AND lease_token IS NULL",
+                (now,),
+            ).fetchone()[0]
+            in_flight = conn.execute(
+                "SELECT count(*) FROM deliveries WHERE next_attempt_at > ?"
+                " AND lease_token IS NOT NULL",
+                (now,),
+            ).fetchone()[0]
+            return QueueStats(by_status, oldest, in_flight)
+
+        return await self._call(work)
+
+    # -- operator actions ----------------------------------------------------------
+
+    async def claim_for_replay(
+        self, workspace_id: str | None, delivery_id: str, lease_ms: int
+    ) -> ReplayClaim:
+        now = self.clock.now_ms()
+        token = secrets.token_hex(12)
+
+        def work(conn: sqlite3.Connection) -> ReplayClaim:
+            row = conn.execute(
+                "SELECT d.status, w.status, w.deleted_at FROM deliveries d"
+                " JOIN webhooks w ON w.id = d.webhook_id"
+                " WHERE d.id = ? AND (? IS NULL OR d.workspace_id = ?)",
+                (delivery_id, workspace_id, workspace_id),
+            ).fetchone()
+            if row is None:
+                return ReplayClaim(found=False)
+            if row[0] != Status.DEAD_LETTER.value or row[2] is not None:
+                return ReplayClaim(found=True, status=Status(row[0]))
+            hook_active = row[1] == WebhookStatus.ACTIVE.value
+            # A replay of an inactive webhook's delivery is queued and waits,
+            # like any pending delivery of that webhook; otherwise the API holds
+            # the lease and makes the first attempt itself.
+            cur = conn.execute(
+                "UPDATE deliveries SET status = 'pending', budget_used = 0,"
+                " rate_limited_count = 0, rate_limited_since = NULL, status_reason = NULL,"
+                " lease_token = ?, next_attempt_at = ?, updated_at = ?"
+                " WHERE id = ? AND status = 'dead_letter'",
+                (
+                    token if hook_active else None,
+                    now + lease_ms if hook_active else now,
+                    now,
+                    delivery_id,
+                ),
+            )
+            if cur.rowcount != 1:  # pragma: no cover - guarded by the SELECT in this transaction
+                raise sqlite3.OperationalError("replay transition matched nothing")
+            if not hook_active:
+                return ReplayClaim(found=True, status=Status.PENDING)
+            claim = conn.execute(
+                f"SELECT {_CLAIM_COLUMNS} FROM deliveries d"
+                " JOIN events e ON e.id = d.event_id JOIN webhooks w ON w.id = d.webhook_id"
+                " WHERE d.id = ?",
+                (delivery_id,),
+            ).fetchone()
+            return ReplayClaim(found=True, status=Status.PENDING, claim=_claimed(claim, now))
+
+        return await self._tx(work)
+
+    async def replay_webhook(
+        self, workspace_id: str, webhook_id: str, since_ms: int | None
+    ) -> int | None:
+        now = self.clock.now_ms()
+
+        def work(conn: sqlite3.Connection) -> int | None:
+            if self._load_webhook(conn, workspace_id, webhook_id) is None:
+                return None
+            cur = conn.execute(
+                "UPDATE deliveries SET status = 'pending', budget_used = 0,"
+                " rate_limited_count = 0, rate_limited_since = NULL, status_reason = NULL,"
+                " lease_token = NULL, next_attempt_at = ?, updated_at = ?"
+                " WHERE webhook_id = ? AND status = 'dead_letter' AND is_test = 0"
+                " AND (? IS NULL OR created_at >= ?)",
+                (now, now, webhook_id, since_ms, since_ms),
+            )
+            return cur.rowcount
+
+        return await self._tx(work)
+
+    async def create_test_delivery(
+        self, webhook: Webhook, event_type: str, data: Any
+    ) -> ClaimedDelivery:
+        """A delivery the caller attempts once, synchronously, and then ends.
+
+        It is leased from birth with a lease that never lapses into the
+        scheduler's hands before the caller records it.
+        """
+        from hookd.ids import iso_ms
+
+        now = self.clock.now_ms()
+        token = secrets.token_hex(12)
+        event_id = new_id(now)
+        delivery_id = new_id(now)
+        body = serialize_event(event_id, webhook.workspace_id, event_type, data, iso_ms(now))
+
+        def work(conn: sqlite3.Connection) -> ClaimedDelivery:
+            conn.execute(
+                "INSERT INTO events (id, workspace_id, type, body, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (event_id, webhook.workspace_id, event_type, body, now),
+            )
+            # next_attempt_at far beyond any lease: the scheduler must never pick
+            # up a test delivery; the API records its single attempt.
+            conn.execute(
+                "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type,"
+                " status, next_attempt_at, lease_token, is_test, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, 1, ?, ?)",
+                (
+                    delivery_id,
+                    webhook.workspace_id,
+                    event_id,
+                    webhook.id,
+                    event_type,
+                    _NEVER,
+                    token,
+                    now,
+                    now,
+                ),
+            )
+            row = conn.execute(
+                f"SELECT {_CLAIM_COLUMNS} FROM deliveries d"
+                " JOIN events e ON e.id = d.event_id JOIN webhooks w ON w.id = d.webhook_id"
+                " WHERE d.id = ?",
+                (delivery_id,),
+            ).fetchone()
+            return _claimed(row, now)
+
+        return await self._tx(work)
+
+    async def delete_delivered_before(self, cutoff_ms: int, batch: int) -> int:
+        """Retention: drop one batch of old delivered deliveries (attempts cascade)."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries"
+                " WHERE status = 'delivered' AND updated_at < ? LIMIT ?)",
+                (cutoff_ms, batch),
+            )
+            deleted = cur.rowcount
+            # Events nobody references any more, once past the idempotency window.
+            conn.execute(
+                "DELETE FROM events WHERE id IN (SELECT e.id FROM events e"
+                " WHERE e.created_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) LIMIT ?)",
+                (min(cutoff_ms, self.clock.now_ms() - self._idempotency_window_ms), batch),
+            )
+            return deleted
+
+        return await self._tx(work)
+
+    async def database_size_bytes(self) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            size = conn.execute("PRAGMA page_size").fetchone()[0]
+            return int(pages) * int(size)
+
+        return await self._call(work)
+
+
+# Year 9999: "scheduled, but never by the scheduler".
+_NEVER = 253_402_300_799_000
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+__all__ = ["MIGRATIONS", "SCHEDULABLE", "SqliteStore", "decode_cursor", "encode_cursor"]

@@ -1,0 +1,175 @@
+"""Validation of webhook and event input, shared by the API and the CLI.
+
+Every rejection is a :class:`ValidationError` naming the offending field in
+the API's camelCase, so the 400 body can say exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from hookd.config import MAX_RETRY_ATTEMPTS, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS
+from hookd.sender.signing import is_valid_whsec
+
+DEFAULT_RETRY_ATTEMPTS = 3
+DEFAULT_TIMEOUT_MS = 10_000
+MAX_NAME_CHARS = 200
+MAX_URL_CHARS = 2048
+MAX_EVENTS = 100
+MAX_SECRET_CHARS = 512
+MIN_SECRET_CHARS = 8
+# Event types: dotted words, e.g. "email.replied"; a pattern may end in ".*" or be "*".
+EVENT_TYPE_RE = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+MAX_EVENT_TYPE_CHARS = 200
+
+WEBHOOK_CREATE_FIELDS = frozenset({"name", "url", "events", "secret", "retryAttempts", "timeoutMs"})
+WEBHOOK_UPDATE_FIELDS = WEBHOOK_CREATE_FIELDS | {"status"}
+
+
+class ValidationError(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookFields:
+    name: str
+    url: str
+    events: tuple[str, ...]
+    secret: str | None
+    retry_attempts: int
+    timeout_ms: int
+
+
+def _reject_unknown(body: dict[str, Any], allowed: frozenset[str]) -> None:
+    for key in body:
+        if key not in allowed:
+            raise ValidationError(key, f"unknown field; allowed: {', '.join(sorted(allowed))}")
+
+
+def validate_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValidationError("name", "must be a string")
+    name = value.strip()
+    if not name:
+        raise ValidationError("name", "must not be empty")
+    if len(name) > MAX_NAME_CHARS:
+        raise ValidationError("name", f"must be at most {MAX_NAME_CHARS} characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise ValidationError("name", "must not contain control characters")
+    return name
+
+
+def validate_url(value: Any, field: str = "url") -> str:
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be a string")
+    if not value:
+        raise ValidationError(field, "must not be empty")
+    if len(value) > MAX_URL_CHARS:
+        raise ValidationError(field, f"must be at most {MAX_URL_CHARS} characters")
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in value):
+        raise ValidationError(field, "must not contain whitespace or control characters (CR/LF)")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValidationError(field, f"is not a valid URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValidationError(field, "must be an absolute http:// or https:// URL")
+    if not parts.hostname:
+        raise ValidationError(field, "must be an absolute URL with a host")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ValidationError(field, "must not contain credentials (user:password@)")
+    if port == 0:
+        raise ValidationError(field, "port must be between 1 and 65535")
+    if parts.fragment:
+        raise ValidationError(field, "must not contain a fragment (#...)")
+    return value
+
+
+def validate_event_type(value: Any, field: str = "type") -> str:
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be a string")
+    if not value:
+        raise ValidationError(field, "must not be empty")
+    if len(value) > MAX_EVENT_TYPE_CHARS:
+        raise ValidationError(field, f"must be at most {MAX_EVENT_TYPE_CHARS} characters")
+    if not EVENT_TYPE_RE.match(value):
+        raise ValidationError(field, "must be dotted words of letters, digits, '_' or '-'")
+    return value
+
+
+def validate_events(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValidationError("events", "must be a list of event types")
+    if not value:
+        raise ValidationError("events", "must not be empty")
+    if len(value) > MAX_EVENTS:
+        raise ValidationError("events", f"must have at most {MAX_EVENTS} entries")
+    out: list[str] = []
+    for i, item in enumerate(value):
+        field = f"events[{i}]"
+        if not isinstance(item, str):
+            raise ValidationError(field, "must be a string")
+        if item == "*":
+            pattern = item
+        elif item.endswith(".*"):
+            validate_event_type(item[:-2], field)
+            pattern = item
+        else:
+            pattern = validate_event_type(item, field)
+        if pattern not in out:
+            out.append(pattern)
+    return tuple(out)
+
+
+def validate_secret(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValidationError("secret", "must be a string")
+    if not MIN_SECRET_CHARS <= len(value) <= MAX_SECRET_CHARS:
+        raise ValidationError(
+            "secret", f"must be {MIN_SECRET_CHARS} to {MAX_SECRET_CHARS} characters"
+        )
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        raise ValidationError("secret", "must not contain whitespace or control characters")
+    if not is_valid_whsec(value):
+        raise ValidationError("secret", "whsec_ secrets must be followed by valid base64")
+    return value
+
+
+def validate_int(value: Any, field: str, low: int, high: int) -> int:
+    # bool is an int in Python; true/false for a count is a client bug.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, "must be an integer")
+    if not low <= value <= high:
+        raise ValidationError(field, f"must be between {low} and {high}")
+    return value
+
+
+def validate_new_webhook(body: Any) -> WebhookFields:
+    if not isinstance(body, dict):
+        raise ValidationError("body", "must be a JSON object")
+    _reject_unknown(body, WEBHOOK_CREATE_FIELDS)
+    for required in ("name", "url", "events"):
+        if required not in body:
+            raise ValidationError(required, "is required")
+    return WebhookFields(
+        name=validate_name(body["name"]),
+        url=validate_url(body["url"]),
+        events=validate_events(body["events"]),
+        secret=validate_secret(body["secret"]) if body.get("secret") is not None else None,
+        retry_attempts=validate_int(
+            body.get("retryAttempts", DEFAULT_RETRY_ATTEMPTS),
+            "retryAttempts",
+            0,
+            MAX_RETRY_ATTEMPTS,
+        ),
+        timeout_ms=validate_int(
+            body.get("timeoutMs", DEFAULT_TIMEOUT_MS), "timeoutMs", MIN_TIMEOUT_MS, MAX_TIMEOUT_MS
+        ),
+    )
