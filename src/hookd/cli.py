@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     wc.add_argument("--events", required=True, help="comma-separated event types or patterns")
     wc.add_argument("--secret")
     wc.add_argument("--retry-attempts", type=int, default=3)
-    wc.add_argument("--timeout-ms", type=int, default=10_000)
+    wc.add_argument("--timeout-ms", type=int)
     wh.add_argument("--workspace", dest="list_workspace")
 
     ev = sub.add_parser("events", help="ingest events").add_subparsers(
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(serve(config))
         if args.command == "check":
             return _check(config)
-        return asyncio.run(_with_store(config, lambda store: _dispatch(args, store)))
+        return asyncio.run(_with_store(config, lambda store: _dispatch(args, store, config)))
     except UsageError as exc:
         print(f"hookd: {exc}", file=sys.stderr)
         return 2
@@ -127,11 +127,11 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2))
 
 
-async def _dispatch(args: argparse.Namespace, store: SqliteStore) -> int:
+async def _dispatch(args: argparse.Namespace, store: SqliteStore, config: Config) -> int:
     if args.command == "keys":
         return await _keys(args, store)
     if args.command == "webhooks":
-        return await _webhooks(args, store)
+        return await _webhooks(args, store, config)
     if args.command == "events":
         return await _events(args, store)
     if args.command == "deliveries":
@@ -175,7 +175,7 @@ async def _keys(args: argparse.Namespace, store: SqliteStore) -> int:
     raise UsageError("keys: expected create, list or revoke")  # pragma: no cover
 
 
-async def _webhooks(args: argparse.Namespace, store: SqliteStore) -> int:
+async def _webhooks(args: argparse.Namespace, store: SqliteStore, config: Config) -> int:
     if args.webhooks_command == "create":
         from hookd.validation import ValidationError, validate_new_webhook
 
@@ -186,9 +186,10 @@ async def _webhooks(args: argparse.Namespace, store: SqliteStore) -> int:
                     "url": args.url,
                     "events": [e.strip() for e in args.events.split(",") if e.strip()],
                     "retryAttempts": args.retry_attempts,
-                    "timeoutMs": args.timeout_ms,
+                    **({"timeoutMs": args.timeout_ms} if args.timeout_ms is not None else {}),
                     **({"secret": args.secret} if args.secret is not None else {}),
-                }
+                },
+                max_timeout_ms=config.delivery.max_timeout_ms,
             )
         except ValidationError as exc:
             raise UsageError(f"--{exc.field.lower()}: {exc.message}") from None

@@ -61,7 +61,9 @@ class DeliveryConfig:
     per_webhook_concurrency: int = 16
     # Most deliveries claimed by one database round trip.
     batch_size: int = 256
-    # How long a claim is valid; must exceed the largest timeoutMs plus lease_margin_seconds.
+    # The largest timeoutMs a webhook may have (the API accepts 100 up to this).
+    max_timeout_ms: int = MAX_TIMEOUT_MS
+    # How long a claim is valid; must exceed max_timeout_ms plus lease_margin_seconds.
     lease_seconds: float = 90.0
     lease_margin_seconds: float = 15.0
     # Longest idle wait between looks at the queue when nothing wakes the scheduler.
@@ -231,13 +233,17 @@ def validate(config: Config) -> Config:
     for entry in d.retry_schedule_seconds:
         if entry <= 0:
             raise ConfigError("delivery.retry_schedule_seconds", "entries must be > 0")
-    needed = MAX_TIMEOUT_MS / 1000 + d.lease_margin_seconds
+    if not MIN_TIMEOUT_MS <= d.max_timeout_ms <= MAX_TIMEOUT_MS:
+        raise ConfigError(
+            "delivery.max_timeout_ms", f"must be between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS}"
+        )
+    needed = d.max_timeout_ms / 1000 + d.lease_margin_seconds
     if d.lease_seconds <= needed:
         # A lease shorter than the longest request lets a second worker take a
         # delivery that is still being sent, and the receiver sees a needless duplicate.
         raise ConfigError(
             "delivery.lease_seconds",
-            f"must exceed the largest timeoutMs ({MAX_TIMEOUT_MS / 1000:g}s) plus "
+            f"must exceed max_timeout_ms ({d.max_timeout_ms / 1000:g}s) plus "
             f"lease_margin_seconds ({d.lease_margin_seconds:g}s), got {d.lease_seconds:g}",
         )
     if config.logging.level.lower() not in ("debug", "info", "warning", "error", "critical"):

@@ -151,7 +151,7 @@ def validate_int(value: Any, field: str, low: int, high: int) -> int:
     return value
 
 
-def validate_new_webhook(body: Any) -> WebhookFields:
+def validate_new_webhook(body: Any, max_timeout_ms: int = MAX_TIMEOUT_MS) -> WebhookFields:
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object")
     _reject_unknown(body, WEBHOOK_CREATE_FIELDS)
@@ -170,6 +170,9 @@ def validate_new_webhook(body: Any) -> WebhookFields:
             MAX_RETRY_ATTEMPTS,
         ),
         timeout_ms=validate_int(
-            body.get("timeoutMs", DEFAULT_TIMEOUT_MS), "timeoutMs", MIN_TIMEOUT_MS, MAX_TIMEOUT_MS
+            body.get("timeoutMs", min(DEFAULT_TIMEOUT_MS, max_timeout_ms)),
+            "timeoutMs",
+            MIN_TIMEOUT_MS,
+            max_timeout_ms,
         ),
     )

@@ -1,0 +1,185 @@
+"""Shared fixtures: real SQLite files, real loopback receivers, an injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from hookd.clock import ManualClock
+from hookd.config import DeliveryConfig
+from hookd.metrics import Metrics
+from hookd.models import NewWebhook, Webhook
+from hookd.scheduler import Scheduler
+from hookd.sender import AddressPolicy, Sender
+from hookd.storage.sqlite import SqliteStore
+
+LOOPBACK_ALLOWED = ("127.0.0.0/8", "::1/128")
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "hookd.db", clock)
+    await s.open()
+    yield s
+    await s.close()
+
+
+@dataclass
+class Received:
+    body: bytes
+    headers: dict[str, str]
+    path: str
+
+
+Handler = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Receiver:
+    """A real aiohttp server on loopback whose answers a test scripts per path."""
+
+    base_url: str = ""
+    requests: list[Received] = field(default_factory=list)
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def on(self, path: str, handler: Handler) -> str:
+        self.handlers[path] = handler
+        return self.url(path)
+
+    def status(self, path: str, *codes: int, headers: dict[str, str] | None = None) -> str:
+        """Answer with ``codes`` in turn (the last repeats)."""
+
+        async def handler(request: web.Request, n: int) -> web.StreamResponse:
+            code = codes[min(n, len(codes) - 1)]
+            return web.Response(status=code, text=f"answer {code}", headers=headers or {})
+
+        return self.on(path, handler)
+
+    def received(self, path: str) -> list[Received]:
+        return [r for r in self.requests if r.path == path]
+
+    async def wait_for(self, path: str, count: int, timeout: float = 10.0) -> list[Received]:
+        async def enough() -> None:
+            async with self.arrived:
+                await self.arrived.wait_for(lambda: len(self.received(path)) >= count)
+
+        await asyncio.wait_for(enough(), timeout)
+        return self.received(path)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        n = len(rec.received(request.path))
+        rec.requests.append(Received(body, dict(request.headers), request.path))
+        async with rec.arrived:
+            rec.arrived.notify_all()
+        handler = rec.handlers.get(request.path)
+        if handler is None:
+            return web.Response(status=200, text="ok")
+        return await handler(request, n)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    rec.base_url = f"http://127.0.0.1:{port}"
+    yield rec
+    await runner.cleanup()
+
+
+def delivery_config(**overrides: Any) -> DeliveryConfig:
+    base = DeliveryConfig(
+        allow_networks=LOOPBACK_ALLOWED,
+        poll_interval_seconds=0.05,
+        drain_timeout_seconds=2.0,
+    )
+    return replace(base, **overrides)
+
+
+@dataclass
+class Harness:
+    store: SqliteStore
+    scheduler: Scheduler
+    sender: Sender
+    clock: ManualClock
+    metrics: Metrics
+
+    async def webhook(self, url: str, **overrides: Any) -> Webhook:
+        fields: dict[str, Any] = {
+            "workspace_id": "ws_test",
+            "name": "test hook",
+            "url": url,
+            "events": ("*",),
+            "secret": "test-secret-0123456789",
+            "retry_attempts": 3,
+            "timeout_ms": 2000,
+            "created_by": "user_test",
+        }
+        fields.update(overrides)
+        return await self.store.create_webhook(NewWebhook(**fields))
+
+
+@pytest.fixture
+async def harness_factory(
+    store: SqliteStore, clock: ManualClock
+) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
+    created: list[Harness] = []
+
+    async def make(**config_overrides: Any) -> Harness:
+        cfg = delivery_config(**config_overrides)
+        sender = Sender(
+            AddressPolicy(cfg.allow_networks), max_response_bytes=cfg.max_response_bytes
+        )
+        await sender.start()
+        metrics = Metrics()
+        scheduler = Scheduler(store, sender, cfg, clock, metrics=metrics, rng=random.Random(7))
+        h = Harness(store, scheduler, sender, clock, metrics)
+        created.append(h)
+        return h
+
+    yield make
+    for h in created:
+        await h.scheduler.stop(drain_timeout=0.5)
+        await h.sender.close()
+
+
+@pytest.fixture
+async def harness(harness_factory: Callable[..., Awaitable[Harness]]) -> Harness:
+    return await harness_factory()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.02
+) -> None:
+    """Poll ``check`` until true; generous bounds so a slow CI box never flakes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        if await check():
+            return
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached within the time limit")
+        await asyncio.sleep(interval)
