@@ -142,3 +142,15 @@ def decide(
 def replayed(now_ms: int) -> Transition:
     """A dead letter given a fresh budget by an operator."""
     return Transition(Status.PENDING, now_ms, 0, 0, None)
+
+
+def test_send_result(delivered: bool, counters: Counters) -> Transition:
+    """A test send is attempted once and ends: never retried, never a webhook side effect."""
+    return Transition(
+        Status.DELIVERED if delivered else Status.DEAD_LETTER,
+        None,
+        counters.budget_used + 1,
+        counters.rate_limited_count,
+        counters.rate_limited_since,
+        dead_letter_reason=None if delivered else "test delivery failed (never retried)",
+    )
