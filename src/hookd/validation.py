@@ -12,7 +12,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hookd.config import MAX_RETRY_ATTEMPTS, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS
+from hookd.models import WebhookStatus
 from hookd.sender.signing import is_valid_whsec
+from hookd.storage.base import WebhookChanges
 
 DEFAULT_RETRY_ATTEMPTS = 3
 DEFAULT_TIMEOUT_MS = 10_000
@@ -99,7 +101,8 @@ def validate_event_type(value: Any, field: str = "type") -> str:
         raise ValidationError(field, "must not be empty")
     if len(value) > MAX_EVENT_TYPE_CHARS:
         raise ValidationError(field, f"must be at most {MAX_EVENT_TYPE_CHARS} characters")
-    if not EVENT_TYPE_RE.match(value):
+    # fullmatch: "$" in a pattern also matches before a trailing newline.
+    if not EVENT_TYPE_RE.fullmatch(value):
         raise ValidationError(field, "must be dotted words of letters, digits, '_' or '-'")
     return value
 
@@ -175,4 +178,79 @@ def validate_new_webhook(body: Any, max_timeout_ms: int = MAX_TIMEOUT_MS) -> Web
             MIN_TIMEOUT_MS,
             max_timeout_ms,
         ),
+    )
+
+
+def validate_status(value: Any) -> WebhookStatus:
+    if not isinstance(value, str):
+        raise ValidationError("status", "must be a string")
+    try:
+        return WebhookStatus(value)
+    except ValueError:
+        raise ValidationError("status", "must be 'active' or 'inactive'") from None
+
+
+def validate_webhook_update(body: Any, max_timeout_ms: int = MAX_TIMEOUT_MS) -> WebhookChanges:
+    """A PATCH body: only the fields given change; ``null`` is never "unset"."""
+    if not isinstance(body, dict):
+        raise ValidationError("body", "must be a JSON object")
+    _reject_unknown(body, WEBHOOK_UPDATE_FIELDS)
+    if not body:
+        # An empty PATCH is almost always a client bug (wrong body sent); say so
+        # rather than bumping updatedAt for nothing.
+        raise ValidationError("body", "must name at least one field to change")
+    return WebhookChanges(
+        name=validate_name(body["name"]) if "name" in body else None,
+        url=validate_url(body["url"]) if "url" in body else None,
+        events=validate_events(body["events"]) if "events" in body else None,
+        secret=validate_secret(body["secret"]) if "secret" in body else None,
+        retry_attempts=(
+            validate_int(body["retryAttempts"], "retryAttempts", 0, MAX_RETRY_ATTEMPTS)
+            if "retryAttempts" in body
+            else None
+        ),
+        timeout_ms=(
+            validate_int(body["timeoutMs"], "timeoutMs", MIN_TIMEOUT_MS, max_timeout_ms)
+            if "timeoutMs" in body
+            else None
+        ),
+        status=validate_status(body["status"]) if "status" in body else None,
+    )
+
+
+EVENT_FIELDS = frozenset({"type", "data", "idempotencyKey"})
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+@dataclass(frozen=True, slots=True)
+class EventFields:
+    type: str
+    data: Any
+    idempotency_key: str | None
+
+
+def validate_idempotency_key(value: Any, field: str = "idempotencyKey") -> str:
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be a string")
+    if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        raise ValidationError(field, f"must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    # Printable ASCII only: the key also travels as an HTTP header.
+    if any(not 0x21 <= ord(c) <= 0x7E for c in value):
+        raise ValidationError(field, "must be printable ASCII without spaces")
+    return value
+
+
+def validate_event_body(body: Any) -> EventFields:
+    """``POST /v1/events``: ``type`` (no wildcards), any JSON ``data``, optional key."""
+    if not isinstance(body, dict):
+        raise ValidationError("body", "must be a JSON object")
+    _reject_unknown(body, EVENT_FIELDS)
+    for required in ("type", "data"):
+        if required not in body:
+            raise ValidationError(required, "is required")
+    key = body.get("idempotencyKey")
+    return EventFields(
+        type=validate_event_type(body["type"], "type"),
+        data=body["data"],
+        idempotency_key=validate_idempotency_key(key) if key is not None else None,
     )

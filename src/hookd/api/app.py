@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from hookd.api import health
+from hookd.api import deliveries, events, health, openapi, webhooks
+from hookd.api.auth import auth_middleware
 from hookd.api.context import CONTEXT, AppContext
+from hookd.api.errors import error_middleware
 
 
 def build_app(ctx: AppContext) -> web.Application:
-    app = web.Application(client_max_size=ctx.config.server.max_body_bytes)
+    # error_middleware is outermost so that auth failures, unknown routes and
+    # wrong methods all answer in the same envelope.
+    app = web.Application(
+        client_max_size=ctx.config.server.max_body_bytes,
+        middlewares=[error_middleware, auth_middleware],
+    )
     app[CONTEXT] = ctx
     health.add_routes(app)
+    openapi.add_routes(app)
+    webhooks.add_routes(app)
+    events.add_routes(app)
+    deliveries.add_routes(app)
     return app
 
 

@@ -1,0 +1,138 @@
+"""API keys and tenancy: who is calling, and for which workspace.
+
+A key arrives as ``X-Api-Key: KEY`` or ``Authorization: Bearer KEY`` (both
+are fine when they carry the same key).  Only its SHA-256 digest is looked
+up, and the stored digest is compared in constant time.  A platform key
+(``sk_user_…``) acts on the workspace named by ``X-Workspace-Id``; a
+workspace key (``sk_…``) is bound to its own, and naming another workspace
+with it is a 403 (the answer is the same whether or not that workspace
+exists, so it reveals nothing).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from hookd.api.context import CONTEXT
+from hookd.api.errors import ApiError, bad_request
+from hookd.keys import WORKSPACE_PREFIX, digest_key
+from hookd.models import ApiKey
+
+API_KEY_HEADER = "X-Api-Key"
+WORKSPACE_HEADER = "X-Workspace-Id"
+WORKSPACE_ID_RE = re.compile(r"^ws_[A-Za-z0-9_-]{1,61}$")
+MAX_KEY_CHARS = 200
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hookd"'}
+
+# Routes anyone may call: probes, metrics and the API description.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/openapi.json"})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key: ApiKey
+    workspace_id: str
+
+    @property
+    def owner(self) -> str:
+        return self.key.owner
+
+
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("hookd_principal", Principal)
+
+
+def unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, dict(_CHALLENGE))
+
+
+def _single_header(request: web.Request, name: str) -> str | None:
+    values = request.headers.getall(name, [])
+    if len(values) > 1:
+        raise unauthorized(f"{name}: send the header only once")
+    return values[0] if values else None
+
+
+def presented_key(request: web.Request) -> str:
+    """The one key the request carries; two different ones are refused."""
+    candidates: list[str] = []
+    x_api_key = _single_header(request, API_KEY_HEADER)
+    if x_api_key is not None:
+        if not x_api_key.strip():
+            raise unauthorized(f"{API_KEY_HEADER}: empty")
+        candidates.append(x_api_key.strip())
+    authorization = _single_header(request, "Authorization")
+    if authorization is not None:
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthorized("Authorization: expected 'Bearer <API key>'")
+        candidates.append(token.strip())
+    if not candidates:
+        raise unauthorized(
+            f"{API_KEY_HEADER}: an API key is required (X-Api-Key or Authorization: Bearer)"
+        )
+    if len(set(candidates)) > 1:
+        raise unauthorized(f"{API_KEY_HEADER}: X-Api-Key and Authorization carry different keys")
+    return candidates[0]
+
+
+def _plausible(key: str) -> bool:
+    return (
+        key.startswith(WORKSPACE_PREFIX)
+        and len(key) <= MAX_KEY_CHARS
+        and all(0x21 <= ord(c) <= 0x7E for c in key)
+    )
+
+
+async def authenticate(request: web.Request) -> Principal:
+    store = request.app[CONTEXT].store
+    key = presented_key(request)
+    if not _plausible(key):
+        raise unauthorized(f"{API_KEY_HEADER}: invalid API key")
+    digest = digest_key(key)
+    found = await store.find_api_key(digest)
+    if found is None or not hmac.compare_digest(found[1], digest):
+        raise unauthorized(f"{API_KEY_HEADER}: invalid API key")
+    api_key = found[0]
+    if api_key.revoked_at is not None:
+        raise unauthorized(f"{API_KEY_HEADER}: this API key has been revoked")
+
+    named = request.headers.getall(WORKSPACE_HEADER, [])
+    if len(named) > 1:
+        raise bad_request(WORKSPACE_HEADER, "send the header only once")
+    workspace = named[0].strip() if named else None
+    if workspace is not None and not WORKSPACE_ID_RE.match(workspace):
+        raise bad_request(WORKSPACE_HEADER, "expected a workspace id such as ws_123")
+    if api_key.workspace_id is None:
+        if workspace is None:
+            raise bad_request(
+                WORKSPACE_HEADER, "header is required with a platform key (sk_user_...)"
+            )
+        return Principal(api_key, workspace)
+    if workspace is not None and workspace != api_key.workspace_id:
+        raise ApiError(
+            403, f"{WORKSPACE_HEADER}: this workspace key cannot act on another workspace"
+        )
+    return Principal(api_key, api_key.workspace_id)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    match = request.match_info
+    # Unknown routes and wrong methods answer 404/405 without asking for a key:
+    # which routes exist is public (see /v1/openapi.json).
+    if match.http_exception is not None:
+        return await handler(request)
+    resource = match.route.resource
+    path = resource.canonical if resource is not None else request.path
+    if path not in PUBLIC_PATHS:
+        request[PRINCIPAL] = await authenticate(request)
+    return await handler(request)
+
+
+def principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL]

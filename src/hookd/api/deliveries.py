@@ -1,0 +1,141 @@
+"""``/v1/deliveries``: list with filters, one with its attempts, replay of a dead letter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from hookd.api.auth import principal
+from hookd.api.context import CONTEXT, AppContext
+from hookd.api.errors import ApiError, bad_request, not_found
+from hookd.api.inputs import (
+    parse_cursor,
+    parse_limit,
+    parse_timestamp,
+    path_id,
+    query,
+    read_json,
+    require_object,
+)
+from hookd.api.serialize import delivery_json, page, success
+from hookd.api.tasks import finish_even_if_cancelled
+from hookd.ids import is_id
+from hookd.models import ClaimedDelivery, Status
+from hookd.storage import DeliveryFilter
+from hookd.validation import validate_event_type
+
+LIST_PARAMS = ("limit", "cursor", "status", "webhookId", "eventType", "since", "until")
+
+
+def _filter(params: dict[str, str]) -> DeliveryFilter:
+    status = None
+    if "status" in params:
+        try:
+            status = Status(params["status"])
+        except ValueError:
+            raise bad_request(
+                "status", f"must be one of {', '.join(s.value for s in Status)}"
+            ) from None
+    webhook_id = params.get("webhookId")
+    if webhook_id is not None and not is_id(webhook_id):
+        raise bad_request("webhookId", "must be a webhook id (24 lowercase hex characters)")
+    event_type = params.get("eventType")
+    if event_type is not None:
+        validate_event_type(event_type, "eventType")
+    since = parse_timestamp(params["since"], "since") if "since" in params else None
+    until = parse_timestamp(params["until"], "until") if "until" in params else None
+    if since is not None and until is not None and until < since:
+        raise bad_request("until", "must not be earlier than since")
+    return DeliveryFilter(status, webhook_id, event_type, since, until)
+
+
+async def list_deliveries(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    params = query(request, LIST_PARAMS)
+    limit, cursor = parse_limit(params), parse_cursor(params)
+    flt = _filter(params)
+    try:
+        result = await ctx.store.list_deliveries(
+            principal(request).workspace_id, flt, limit, cursor
+        )
+    except ValueError:
+        raise bad_request("cursor", "is not a cursor returned by this list") from None
+    return page([delivery_json(d) for d in result.items], result.next_cursor)
+
+
+async def get_delivery(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    delivery_id = path_id(request)
+    query(request)
+    delivery = await ctx.store.get_delivery(principal(request).workspace_id, delivery_id)
+    if delivery is None:
+        raise not_found()
+    attempts = await ctx.store.list_attempts(delivery.id)
+    return success(delivery_json(delivery, attempts))
+
+
+async def _attempt(ctx: AppContext, claim: ClaimedDelivery) -> dict[str, Any]:
+    report = await ctx.scheduler.attempt(claim)
+    # Later retries, if any, belong to the scheduler.
+    ctx.scheduler.wake()
+    status = report.status
+    if not report.applied:
+        # Someone else moved the delivery meanwhile (e.g. its webhook was deleted).
+        current = await ctx.store.get_delivery(claim.workspace_id, claim.delivery_id)
+        status = current.status if current is not None else status
+    data: dict[str, Any] = {
+        "deliveryId": claim.delivery_id,
+        "status": status.value,
+        "httpStatusCode": report.result.status_code,
+        "responseBody": report.result.body,
+    }
+    if report.result.error_text is not None:
+        data["error"] = report.result.error_text
+    return data
+
+
+async def replay_delivery(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    delivery_id = path_id(request)
+    query(request)
+    body = await read_json(request, required=False)
+    if body is not None:
+        for key in require_object(body):
+            raise bad_request(key[:64], "unknown field; this action takes no fields")
+    workspace = principal(request).workspace_id
+    delivery = await ctx.store.get_delivery(workspace, delivery_id)
+    if delivery is None:
+        raise not_found()
+    if delivery.is_test:
+        raise ApiError(
+            409, "status: test deliveries are never retried or replayed; send a new test"
+        )
+    lease_ms = round(ctx.config.delivery.lease_seconds * 1000)
+    replay = await ctx.store.claim_for_replay(workspace, delivery_id, lease_ms)
+    if not replay.found:
+        raise not_found()
+    if replay.claim is not None:
+        return success(await finish_even_if_cancelled(_attempt(ctx, replay.claim)))
+    if replay.status is Status.PENDING:
+        # Its webhook is inactive: queued, to be sent once the webhook is re-activated.
+        return success(
+            {
+                "deliveryId": delivery_id,
+                "status": Status.PENDING.value,
+                "httpStatusCode": None,
+                "responseBody": None,
+            }
+        )
+    if replay.status is Status.DEAD_LETTER:
+        raise ApiError(409, "webhookId: the delivery's webhook was deleted; it cannot be replayed")
+    current = replay.status.value if replay.status else "not dead_letter"
+    raise ApiError(
+        409, f"status: the delivery is {current}; only dead_letter deliveries can be replayed"
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/deliveries", list_deliveries)
+    app.router.add_get("/v1/deliveries/{id}", get_delivery)
+    app.router.add_post("/v1/deliveries/{id}/replay", replay_delivery)

@@ -1,0 +1,103 @@
+"""The error envelope, and the middleware that makes every failure use it.
+
+Every error answer is ``{"error": <reason phrase>, "message": <text>, "code": <status>}``
+as in the reference documents; ``message`` starts with the offending field
+(``"url: must be an absolute http:// or https:// URL"``) whenever one is to blame.
+Nothing a client sends may end as a 500: handlers raise :class:`ApiError`
+(or ``ValidationError``), aiohttp's own HTTP exceptions (unknown route, wrong
+method, body too large) are re-rendered here, and anything unexpected is
+logged and answered in the same envelope.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from hookd.storage import StoreError
+from hookd.validation import ValidationError
+
+log = structlog.get_logger("hookd.api")
+
+NOT_FOUND_MESSAGE = "The requested resource was not found"
+
+
+class ApiError(Exception):
+    """An answer other than success, with the status and the message to show."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def bad_request(field: str, problem: str) -> ApiError:
+    return ApiError(400, f"{field}: {problem}")
+
+
+def not_found() -> ApiError:
+    return ApiError(404, NOT_FOUND_MESSAGE)
+
+
+def reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    return {"error": reason(status), "message": message, "code": status}
+
+
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(error_body(status, message), status=status, headers=headers)
+
+
+def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Response:
+    status = exc.status
+    headers: dict[str, str] = {}
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = sorted(exc.allowed_methods)
+        headers["Allow"] = ", ".join(allowed)
+        message = (
+            f"method: {request.method} is not allowed on this resource;"
+            f" allowed: {', '.join(allowed)}"
+        )
+    elif status == 404:
+        message = NOT_FOUND_MESSAGE
+    elif status == 413:
+        max_size = request.client_max_size
+        message = f"body: larger than the {max_size} bytes allowed"
+    else:
+        message = exc.text or reason(status)
+        # aiohttp's texts look like "400: Bad Request"; keep only the part after it.
+        message = message.partition(": ")[2] or message
+    return error_response(status, message, headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.message, exc.headers)
+    except ValidationError as exc:
+        return error_response(400, f"{exc.field}: {exc.message}")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _from_http_exception(request, exc)
+    except StoreError as exc:
+        log.error("api.store_error", path=request.path, method=request.method, error=str(exc))
+        return error_response(503, "database unavailable; try again shortly")
+    except Exception:
+        log.exception("api.unhandled_error", path=request.path, method=request.method)
+        return error_response(500, "internal error; see the server log")

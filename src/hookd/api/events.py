@@ -1,0 +1,67 @@
+"""``POST /v1/events``: ingest one event and fan it out, atomically."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from hookd.api.auth import principal
+from hookd.api.context import CONTEXT
+from hookd.api.errors import ApiError, bad_request
+from hookd.api.inputs import query, read_json
+from hookd.api.serialize import event_json, success
+from hookd.storage import IdempotencyConflict
+from hookd.validation import validate_event_body, validate_idempotency_key
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _idempotency_key(request: web.Request, from_body: str | None) -> str | None:
+    values = request.headers.getall(IDEMPOTENCY_HEADER, [])
+    if len(values) > 1:
+        raise bad_request(IDEMPOTENCY_HEADER, "send the header only once")
+    if not values:
+        return from_body
+    from_header = validate_idempotency_key(values[0], IDEMPOTENCY_HEADER)
+    if from_body is not None and from_body != from_header:
+        raise bad_request("idempotencyKey", f"differs from the {IDEMPOTENCY_HEADER} header")
+    return from_header
+
+
+async def ingest_event(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    query(request)
+    fields = validate_event_body(await read_json(request))
+    key = _idempotency_key(request, fields.idempotency_key)
+    try:
+        result = await ctx.store.ingest_event(
+            principal(request).workspace_id, fields.type, fields.data, key
+        )
+    except IdempotencyConflict:
+        # 422 as the IETF Idempotency-Key draft asks for a key reused with another payload.
+        raise ApiError(422, "idempotencyKey: already used for an event of another type") from None
+    except (ValueError, TypeError) as exc:  # pragma: no cover - the strict parser prevents it
+        raise bad_request("data", f"cannot be stored: {exc}") from None
+    headers: dict[str, str] = {}
+    if result.duplicate:
+        stored = json.loads(result.event.body).get("data")
+        if _canonical(stored) != _canonical(fields.data):
+            raise ApiError(422, "idempotencyKey: already used for an event with other data")
+        headers["Idempotent-Replayed"] = "true"
+    elif result.delivery_ids:
+        ctx.scheduler.wake()
+    return success(
+        event_json(result.event, result.delivery_ids, result.duplicate),
+        status=202,
+        headers=headers,
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/events", ingest_event)

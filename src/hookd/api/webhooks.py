@@ -1,0 +1,211 @@
+"""``/v1/webhooks``: create, list, get, update, delete, test send, bulk replay."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from hookd.api.auth import principal
+from hookd.api.context import CONTEXT, AppContext
+from hookd.api.errors import bad_request, not_found
+from hookd.api.inputs import (
+    parse_cursor,
+    parse_limit,
+    parse_timestamp,
+    path_id,
+    query,
+    read_json,
+    require_object,
+)
+from hookd.api.serialize import page, success, webhook_json
+from hookd.api.tasks import finish_even_if_cancelled
+from hookd.lifecycle import Counters, test_send_result
+from hookd.models import NewWebhook, Webhook
+from hookd.policy import Outcome, classify
+from hookd.storage import AttemptRecord
+from hookd.validation import validate_new_webhook, validate_webhook_update
+
+TEST_EVENT_TYPE = "test"
+
+
+def _reject_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
+    for key in body:
+        if key not in allowed:
+            allowed_text = ", ".join(sorted(allowed)) or "none"
+            raise bad_request(key[:64], f"unknown field; allowed: {allowed_text}")
+
+
+async def create_webhook(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    who = principal(request)
+    query(request)
+    fields = validate_new_webhook(
+        await read_json(request), max_timeout_ms=ctx.config.delivery.max_timeout_ms
+    )
+    webhook = await ctx.store.create_webhook(
+        NewWebhook(
+            workspace_id=who.workspace_id,
+            name=fields.name,
+            url=fields.url,
+            events=fields.events,
+            secret=fields.secret or secrets.token_hex(32),
+            retry_attempts=fields.retry_attempts,
+            timeout_ms=fields.timeout_ms,
+            created_by=who.owner,
+        )
+    )
+    # The only answer that ever shows the whole secret.
+    return success(
+        webhook_json(webhook, reveal_secret=True),
+        status=201,
+        headers={"Location": f"/v1/webhooks/{webhook.id}"},
+    )
+
+
+async def list_webhooks(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    params = query(request, ("limit", "cursor"))
+    limit, cursor = parse_limit(params), parse_cursor(params)
+    try:
+        result = await ctx.store.list_webhooks(principal(request).workspace_id, limit, cursor)
+    except ValueError:
+        raise bad_request("cursor", "is not a cursor returned by this list") from None
+    return page([webhook_json(w) for w in result.items], result.next_cursor)
+
+
+async def _own_webhook(request: web.Request, ctx: AppContext, webhook_id: str) -> Webhook:
+    webhook = await ctx.store.get_webhook(principal(request).workspace_id, webhook_id)
+    if webhook is None:
+        raise not_found()
+    return webhook
+
+
+async def get_webhook(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    webhook_id = path_id(request)
+    query(request)
+    return success(webhook_json(await _own_webhook(request, ctx, webhook_id)))
+
+
+async def update_webhook(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    webhook_id = path_id(request)
+    query(request)
+    changes = validate_webhook_update(
+        await read_json(request), max_timeout_ms=ctx.config.delivery.max_timeout_ms
+    )
+    webhook = await ctx.store.update_webhook(
+        principal(request).workspace_id,
+        webhook_id,
+        changes,
+        round(ctx.config.delivery.secret_grace_seconds * 1000),
+    )
+    if webhook is None:
+        raise not_found()
+    # Re-activation (or a new URL) can make waiting deliveries claimable now.
+    ctx.scheduler.wake()
+    return success(webhook_json(webhook))
+
+
+async def delete_webhook(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    webhook_id = path_id(request)
+    query(request)
+    if not await ctx.store.delete_webhook(principal(request).workspace_id, webhook_id):
+        raise not_found()
+    return success({"_id": webhook_id, "deleted": True})
+
+
+async def _empty_body(
+    request: web.Request, allowed: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    body = await read_json(request, required=False)
+    if body is None:
+        return {}
+    obj = require_object(body)
+    _reject_fields(obj, allowed)
+    return obj
+
+
+async def _send_test(ctx: AppContext, webhook: Webhook) -> dict[str, Any]:
+    claim = await ctx.store.create_test_delivery(
+        webhook,
+        TEST_EVENT_TYPE,
+        {"message": "This is a test webhook from hookd", "webhookId": webhook.id},
+    )
+    started_at = ctx.clock.now_ms()
+    result = await ctx.scheduler.send(claim, event_type=TEST_EVENT_TYPE)
+    verdict = classify(result.status_code, result.error, result.retry_after is not None)
+    delivered = verdict.outcome is Outcome.DELIVERED
+    transition = test_send_result(
+        delivered,
+        Counters(
+            claim.budget_used,
+            claim.retry_attempts,
+            claim.rate_limited_count,
+            claim.rate_limited_since,
+        ),
+    )
+    (recorded,) = await ctx.store.record_attempts(
+        [
+            AttemptRecord(
+                delivery_id=claim.delivery_id,
+                lease_token=claim.lease_token,
+                webhook_id=claim.webhook_id,
+                number=claim.attempt_count + 1,
+                started_at=started_at,
+                duration_ms=result.duration_ms,
+                status_code=result.status_code,
+                error=result.error_text,
+                response_body=result.body,
+                outcome=verdict.metric_class,
+                transition=transition,
+            )
+        ]
+    )
+    data: dict[str, Any] = {"statusCode": result.status_code, "delivered": delivered}
+    if result.error_text is not None:
+        data["error"] = result.error_text
+    # A deletion of the webhook during the send ends the delivery first; say so.
+    status = transition.status if recorded.applied else (recorded.status or transition.status)
+    data.update(
+        {"deliveryId": claim.delivery_id, "status": status.value, "responseBody": result.body}
+    )
+    return data
+
+
+async def test_webhook(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    webhook_id = path_id(request)
+    query(request)
+    await _empty_body(request)
+    # Inactive webhooks can be tested too: that is how one checks an endpoint
+    # before switching it back on.
+    webhook = await _own_webhook(request, ctx, webhook_id)
+    return success(await finish_even_if_cancelled(_send_test(ctx, webhook)))
+
+
+async def replay_webhook(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    webhook_id = path_id(request)
+    query(request)
+    body = await _empty_body(request, frozenset({"since"}))
+    since_ms = parse_timestamp(body["since"], "since") if "since" in body else None
+    count = await ctx.store.replay_webhook(principal(request).workspace_id, webhook_id, since_ms)
+    if count is None:
+        raise not_found()
+    if count:
+        ctx.scheduler.wake()
+    return success({"webhookId": webhook_id, "count": count})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/webhooks", create_webhook)
+    app.router.add_get("/v1/webhooks", list_webhooks)
+    app.router.add_get("/v1/webhooks/{id}", get_webhook)
+    app.router.add_patch("/v1/webhooks/{id}", update_webhook)
+    app.router.add_delete("/v1/webhooks/{id}", delete_webhook)
+    app.router.add_post("/v1/webhooks/{id}/test", test_webhook)
+    app.router.add_post("/v1/webhooks/{id}/replay", replay_webhook)
