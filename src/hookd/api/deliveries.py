@@ -21,7 +21,7 @@ from hookd.api.inputs import (
 from hookd.api.serialize import delivery_json, page, success
 from hookd.api.tasks import finish_even_if_cancelled
 from hookd.ids import is_id
-from hookd.models import ClaimedDelivery, Status
+from hookd.models import ClaimedDelivery, Status, WebhookStatus
 from hookd.storage import DeliveryFilter
 from hookd.validation import validate_event_type
 
@@ -111,26 +111,38 @@ async def replay_delivery(request: web.Request) -> web.Response:
         raise ApiError(
             409, "status: test deliveries are never retried or replayed; send a new test"
         )
+    if delivery.status is not Status.DEAD_LETTER:
+        raise _not_dead_letter(delivery.status)
     lease_ms = round(ctx.config.delivery.lease_seconds * 1000)
     replay = await ctx.store.claim_for_replay(workspace, delivery_id, lease_ms)
     if not replay.found:
         raise not_found()
     if replay.claim is not None:
         return success(await finish_even_if_cancelled(_attempt(ctx, replay.claim)))
-    if replay.status is Status.PENDING:
-        # Its webhook is inactive: queued, to be sent once the webhook is re-activated.
-        return success(
-            {
-                "deliveryId": delivery_id,
-                "status": Status.PENDING.value,
-                "httpStatusCode": None,
-                "responseBody": None,
-            }
-        )
     if replay.status is Status.DEAD_LETTER:
         raise ApiError(409, "webhookId: the delivery's webhook was deleted; it cannot be replayed")
-    current = replay.status.value if replay.status else "not dead_letter"
-    raise ApiError(
+    if replay.status is not Status.PENDING:
+        raise _not_dead_letter(replay.status)
+    # "pending" without a claim means either that we queued it behind an
+    # inactive webhook, or that a concurrent replay got there first (the store
+    # answers both alike).  An active webhook's replay always comes with a
+    # claim, so then it was the other request.
+    webhook = await ctx.store.get_webhook(workspace, delivery.webhook_id)
+    if webhook is not None and webhook.status is WebhookStatus.ACTIVE:
+        raise _not_dead_letter(Status.PENDING)
+    return success(
+        {
+            "deliveryId": delivery_id,
+            "status": Status.PENDING.value,
+            "httpStatusCode": None,
+            "responseBody": None,
+        }
+    )
+
+
+def _not_dead_letter(status: Status | None) -> ApiError:
+    current = status.value if status is not None else "not dead_letter"
+    return ApiError(
         409, f"status: the delivery is {current}; only dead_letter deliveries can be replayed"
     )
 
