@@ -8,12 +8,32 @@ reference documents.
 from __future__ import annotations
 
 import secrets
+import threading
 from datetime import UTC, datetime
+
+_lock = threading.Lock()
+_last_seconds = -1
+_last_tail = 0
+_TAIL_MAX = (1 << 64) - 1
 
 
 def new_id(now_ms: int) -> str:
+    """A new id; ids made by this process in the same second sort in creation order.
+
+    The 8 tail bytes start at a random value each second and then grow by a
+    random step (as ULID's monotonic mode does), so they stay unguessable while
+    lists ordered by id keep insertion order.
+    """
+    global _last_seconds, _last_tail
     seconds = (now_ms // 1000) & 0xFFFFFFFF
-    return seconds.to_bytes(4, "big").hex() + secrets.token_hex(8)
+    with _lock:  # ids are made on the event loop and on the database thread
+        if seconds == _last_seconds and _last_tail < _TAIL_MAX - (1 << 32):
+            tail = _last_tail + 1 + secrets.randbits(24)
+        else:
+            # Top bit clear: room for billions of increments within one second.
+            tail = secrets.randbits(63)
+        _last_seconds, _last_tail = seconds, tail
+    return seconds.to_bytes(4, "big").hex() + tail.to_bytes(8, "big").hex()
 
 
 def is_id(value: str) -> bool:

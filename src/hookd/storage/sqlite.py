@@ -885,7 +885,9 @@ class SqliteStore:
                 " WHERE d.next_attempt_at <= ?"
                 "   AND w.status = 'active' AND (w.paused_until IS NULL OR w.paused_until <= ?)"
                 "   AND d.webhook_id NOT IN (SELECT value FROM json_each(?))"
-                " ORDER BY d.next_attempt_at LIMIT ?",
+                # rowid breaks ties in insertion order (FIFO) and is part of
+                # every SQLite index entry, so this still reads the index in order.
+                " ORDER BY d.next_attempt_at, d.rowid LIMIT ?",
                 (now, now, full, scan),
             ).fetchall()
             room = dict(per_webhook_room)

@@ -1,0 +1,508 @@
+"""The storage contract: every Store implementation must pass this suite.
+
+The ``contract_store`` fixture is parametrized over the implementations; a new
+backend (PostgreSQL for multi-node use) adds itself to ``BACKENDS`` and must
+pass unchanged.  Each test talks to the store only through the ``Store``
+protocol, with the manual clock driving leases and windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from hookd.clock import ManualClock
+from hookd.lifecycle import Counters, Transition, decide, test_send_result
+from hookd.models import NewWebhook, Status, Webhook, WebhookStatus
+from hookd.policy import Outcome
+from hookd.storage import (
+    AttemptRecord,
+    DeliveryFilter,
+    IdempotencyConflict,
+    Store,
+    StoreError,
+    WebhookChanges,
+)
+from hookd.storage.sqlite import SqliteStore
+
+LEASE_MS = 90_000
+WS = "ws_a"
+
+
+async def _sqlite(tmp_path: Path, clock: ManualClock) -> Store:
+    store = SqliteStore(tmp_path / "contract.db", clock, idempotency_window_ms=86_400_000)
+    await store.open()
+    return store
+
+
+BACKENDS: dict[str, Callable[[Path, ManualClock], Awaitable[Store]]] = {"sqlite": _sqlite}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def contract_store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[Store]:
+    store = await BACKENDS[request.param](tmp_path, clock)
+    yield store
+    await store.close()
+
+
+async def make_webhook(store: Store, workspace: str = WS, **overrides: object) -> Webhook:
+    fields: dict[str, object] = {
+        "workspace_id": workspace,
+        "name": "hook",
+        "url": "https://example.com/hook",
+        "events": ("*",),
+        "secret": "secret-one-0123",
+        "retry_attempts": 3,
+        "timeout_ms": 1000,
+        "created_by": "user_1",
+    }
+    fields.update(overrides)
+    return await store.create_webhook(NewWebhook(**fields))  # type: ignore[arg-type]
+
+
+def record_for(claim, transition: Transition, status_code: int | None = 200) -> AttemptRecord:  # type: ignore[no-untyped-def]
+    return AttemptRecord(
+        delivery_id=claim.delivery_id,
+        lease_token=claim.lease_token,
+        webhook_id=claim.webhook_id,
+        number=claim.attempt_count + 1,
+        started_at=0,
+        duration_ms=5,
+        status_code=status_code,
+        error=None,
+        response_body="ok",
+        outcome="2xx",
+        transition=transition,
+    )
+
+
+def delivered() -> Transition:
+    return Transition(Status.DELIVERED, None, 1, 0, None)
+
+
+# -- ingest and fan-out ------------------------------------------------------------
+
+
+async def test_ingest_fans_out_to_matching_active_webhooks(contract_store: Store) -> None:
+    s = contract_store
+    exact = await make_webhook(s, events=("email.replied",))
+    star = await make_webhook(s, events=("*",))
+    prefix = await make_webhook(s, events=("email.*",))
+    other = await make_webhook(s, events=("invoice.paid", "email.bounced"))
+    inactive = await make_webhook(s, events=("*",))
+    await s.update_webhook(WS, inactive.id, WebhookChanges(status=WebhookStatus.INACTIVE), 0)
+    deleted = await make_webhook(s, events=("*",))
+    await s.delete_webhook(WS, deleted.id)
+    elsewhere = await make_webhook(s, workspace="ws_b", events=("*",))
+
+    result = await s.ingest_event(WS, "email.replied", {"to": "a@b.c"})
+    targets = set()
+    for delivery_id in result.delivery_ids:
+        d = await s.get_delivery(WS, delivery_id)
+        assert d is not None
+        assert d.status is Status.PENDING and d.event_id == result.event.id
+        targets.add(d.webhook_id)
+    assert targets == {exact.id, star.id, prefix.id}
+    assert other.id not in targets and elsewhere.id not in targets
+    assert not result.duplicate
+
+    deep = await s.ingest_event(WS, "email.bounce.hard", {})
+    assert len(deep.delivery_ids) == 2  # "*" and "email.*" match any depth
+
+
+async def test_event_body_is_serialized_once_in_the_spec_shape(contract_store: Store) -> None:
+    s = contract_store
+    await make_webhook(s)
+    result = await s.ingest_event(WS, "user.created", {"name": "Zoë", "n": [1, 2.5, None]})
+    body = json.loads(result.event.body)
+    assert list(body) == ["id", "type", "createdAt", "workspaceId", "data"]
+    assert body["id"] == result.event.id
+    assert body["workspaceId"] == WS
+    assert body["createdAt"].endswith("Z") and len(body["createdAt"]) == 24
+    assert body["data"] == {"name": "Zoë", "n": [1, 2.5, None]}
+    stored = await s.get_event(WS, result.event.id)
+    assert stored is not None and stored.body == result.event.body
+    (claim,) = await s.claim_due(10, LEASE_MS, {}, 16)
+    assert claim.body == result.event.body
+
+
+async def test_unserializable_data_stores_nothing(contract_store: Store) -> None:
+    s = contract_store
+    await make_webhook(s)
+    with pytest.raises(ValueError, match="Out of range float"):
+        await s.ingest_event(WS, "t", {"x": float("nan")})
+    page = await s.list_deliveries(WS, DeliveryFilter(), 50)
+    assert page.items == []
+
+
+async def test_idempotency_key_returns_the_original_within_the_window(
+    contract_store: Store, clock: ManualClock
+) -> None:
+    s = contract_store
+    await make_webhook(s)
+    first = await s.ingest_event(WS, "t", {"v": 1}, idempotency_key="k1")
+    again = await s.ingest_event(WS, "t", {"v": 2}, idempotency_key="k1")
+    assert again.duplicate and again.event.id == first.event.id
+    assert again.delivery_ids == first.delivery_ids
+    assert again.event.body == first.event.body
+    other_ws = await s.ingest_event("ws_b", "t", {}, idempotency_key="k1")
+    assert not other_ws.duplicate
+    with pytest.raises(IdempotencyConflict):
+        await s.ingest_event(WS, "other.type", {}, idempotency_key="k1")
+    page = await s.list_deliveries(WS, DeliveryFilter(), 50)
+    assert len(page.items) == 1
+    clock.advance(86_401)
+    later = await s.ingest_event(WS, "t", {}, idempotency_key="k1")
+    assert not later.duplicate and later.event.id != first.event.id
+
+
+async def test_concurrent_ingests_are_group_committed_and_all_kept(contract_store: Store) -> None:
+    s = contract_store
+    await make_webhook(s)
+    results = await asyncio.gather(*(s.ingest_event(WS, "t", {"i": i}) for i in range(300)))
+    ids = {r.event.id for r in results}
+    assert len(ids) == 300
+    same_key = await asyncio.gather(
+        *(s.ingest_event(WS, "t", {"i": i}, idempotency_key="dup") for i in range(20))
+    )
+    assert len({r.event.id for r in same_key}) == 1
+    assert sum(not r.duplicate for r in same_key) == 1
+    page = await s.list_deliveries(WS, DeliveryFilter(), 200)
+    assert len(page.items) == 200 and page.next_cursor is not None
+
+
+# -- claims and leases ------------------------------------------------------------------
+
+
+async def test_claim_takes_due_deliveries_once_until_the_lease_expires(
+    contract_store: Store, clock: ManualClock
+) -> None:
+    s = contract_store
+    await make_webhook(s)
+    ids = [(await s.ingest_event(WS, "t", {"i": i})).delivery_ids[0] for i in range(5)]
+    first = await s.claim_due(3, LEASE_MS, {}, 16)
+    assert [c.delivery_id for c in first] == ids[:3]
+    second = await s.claim_due(10, LEASE_MS, {}, 16)
+    assert [c.delivery_id for c in second] == ids[3:]
+    assert await s.claim_due(10, LEASE_MS, {}, 16) == []
+    clock.advance(LEASE_MS / 1000)
+    again = await s.claim_due(10, LEASE_MS, {}, 16)
+    assert sorted(c.delivery_id for c in again) == sorted(ids)
+    assert {c.lease_token for c in again}.isdisjoint({c.lease_token for c in first})
+
+
+async def test_claim_respects_per_webhook_room(contract_store: Store) -> None:
+    s = contract_store
+    busy = await make_webhook(s, events=("busy",))
+    calm = await make_webhook(s, events=("calm",))
+    for _ in range(6):
+        await s.ingest_event(WS, "busy", {})
+    for _ in range(2):
+        await s.ingest_event(WS, "calm", {})
+    claims = await s.claim_due(10, LEASE_MS, {busy.id: 1}, 3)
+    per_hook: dict[str, int] = {}
+    for c in claims:
+        per_hook[c.webhook_id] = per_hook.get(c.webhook_id, 0) + 1
+    assert per_hook == {busy.id: 1, calm.id: 2}
+    assert await s.claim_due(10, LEASE_MS, {busy.id: 0}, 3) == []
+
+
+async def test_paused_and_inactive_webhooks_are_not_claimed(
+    contract_store: Store, clock: ManualClock
+) -> None:
+    s = contract_store
+    hook = await make_webhook(s)
+    (a,) = (await s.ingest_event(WS, "t", {})).delivery_ids
+    (b,) = (await s.ingest_event(WS, "t", {})).delivery_ids
+    (claim,) = await s.claim_due(1, LEASE_MS, {}, 16)
+    limited = decide(
+        Counters(0, 3, 0, None), Outcome.RATE_LIMITED, 60.0, clock.now_ms(), _cfg(), _rng()
+    )
+    (res,) = await s.record_attempts([record_for(claim, limited, 429)])
+    assert res.applied
+    assert await s.claim_due(10, LEASE_MS, {}, 16) == []
+    assert await s.next_due_at() == clock.now_ms() + 60_000
+    clock.advance(60)
+    assert len(await s.claim_due(10, LEASE_MS, {}, 16)) == 2
+    clock.advance(LEASE_MS / 1000)
+    await s.update_webhook(WS, hook.id, WebhookChanges(status=WebhookStatus.INACTIVE), 0)
+    assert await s.claim_due(10, LEASE_MS, {}, 16) == []
+    assert {a, b}
+
+
+def _cfg():  # type: ignore[no-untyped-def]
+    from hookd.config import DeliveryConfig
+
+    return DeliveryConfig()
+
+
+def _rng():  # type: ignore[no-untyped-def]
+    import random
+
+    return random.Random(0)
+
+
+async def test_a_stale_lease_can_never_overwrite_a_newer_attempt(
+    contract_store: Store, clock: ManualClock
+) -> None:
+    s = contract_store
+    await make_webhook(s)
+    (delivery_id,) = (await s.ingest_event(WS, "t", {})).delivery_ids
+    (old,) = await s.claim_due(1, LEASE_MS, {}, 16)
+    clock.advance(LEASE_MS / 1000 + 1)
+    (new,) = await s.claim_due(1, LEASE_MS, {}, 16)
+    assert new.lease_token != old.lease_token
+    failed = Transition(Status.FAILED, clock.now_ms() + 5000, 1, 0, None)
+    (fresh,) = await s.record_attempts([record_for(new, failed, 500)])
+    assert fresh.applied
+    (stale,) = await s.record_attempts([record_for(old, delivered())])
+    assert not stale.applied and stale.status is Status.FAILED
+    d = await s.get_delivery(WS, delivery_id)
+    assert d is not None and d.status is Status.FAILED and d.last_status_code == 500
+    # Both requests went out, so both are on record.
+    assert len(await s.list_attempts(delivery_id)) == 2
+
+
+async def test_release_makes_a_delivery_due_at_once(contract_store: Store) -> None:
+    s = contract_store
+    await make_webhook(s)
+    await s.ingest_event(WS, "t", {})
+    (claim,) = await s.claim_due(1, LEASE_MS, {}, 16)
+    assert await s.release([(claim.delivery_id, "not-the-token")]) == 0
+    assert await s.release([(claim.delivery_id, claim.lease_token)]) == 1
+    (again,) = await s.claim_due(1, LEASE_MS, {}, 16)
+    assert again.delivery_id == claim.delivery_id
+
+
+async def test_record_applies_transition_and_webhook_side_effects(
+    contract_store: Store, clock: ManualClock
+) -> None:
+    s = contract_store
+    hook = await make_webhook(s)
+    (delivery_id,) = (await s.ingest_event(WS, "t", {})).delivery_ids
+    (claim,) = await s.claim_due(1, LEASE_MS, {}, 16)
+    gone = decide(Counters(0, 3, 0, None), Outcome.GONE, None, clock.now_ms(), _cfg(), _rng())
+    (res,) = await s.record_attempts([record_for(claim, gone, 410)])
+    assert res.applied and res.status is Status.DEAD_LETTER
+    w = await s.get_webhook(WS, hook.id)
+    assert w is not None and w.status is WebhookStatus.INACTIVE
+    assert w.disabled_reason == "endpoint answered 410 Gone"
+    d = await s.get_delivery(WS, delivery_id)
+    assert d is not None and d.next_attempt_at is None and d.attempt_count == 1
+
+
+# -- operator actions -------------------------------------------------------------------
+
+
+async def _dead_letter(s: Store) -> str:
+    (delivery_id,) = (await s.ingest_event(WS, "t", {})).delivery_ids
+    (claim,) = await s.claim_due(1, LEASE_MS, {}, 16)
+    dead = Transition(Status.DEAD_LETTER, None, 4, 2, 5, dead_letter_reason="budget")
+    await s.record_attempts([record_for(claim, dead, 500)])
+    return delivery_id
+
+
+async def test_replay_gives_a_dead_letter_a_fresh_budget_once(contract_store: Store) -> None:
+    s = contract_store
+    await make_webhook(s)
+    delivery_id = await _dead_letter(s)
+    results = await asyncio.gather(
+        *(s.claim_for_replay(WS, delivery_id, LEASE_MS) for _ in range(5))
+    )
+    winners = [r for r in results if r.claim is not None]
+    assert len(winners) == 1
+    assert all(r.found for r in results)
+    assert sorted(r.status.value for r in results if r.claim is None) == ["pending"] * 4  # type: ignore[union-attr]
+    claim = winners[0].claim
+    assert claim is not None
+    assert (claim.budget_used, claim.rate_limited_count, claim.rate_limited_since) == (0, 0, None)
+    d = await s.get_delivery(WS, delivery_id)
+    assert d is not None and d.status is Status.PENDING
+    # The replaying caller holds the lease: the scheduler cannot take it meanwhile.
+    assert await s.claim_due(10, LEASE_MS, {}, 16) == []
+    assert (await s.claim_for_replay("ws_b", delivery_id, LEASE_MS)).found is False
+    assert (await s.claim_for_replay(WS, "0" * 24, LEASE_MS)).found is False
+
+
+async def test_bulk_replay_per_webhook_with_since(
+    contract_store: Store, clock: ManualClock
+) -> None:
+    s = contract_store
+    hook = await make_webhook(s)
+    old = await _dead_letter(s)
+    clock.advance(100)
+    cutoff = clock.now_ms()
+    new = await _dead_letter(s)
+    assert await s.replay_webhook(WS, hook.id, cutoff) == 1
+    assert (await s.get_delivery(WS, new)).status is Status.PENDING  # type: ignore[union-attr]
+    assert (await s.get_delivery(WS, old)).status is Status.DEAD_LETTER  # type: ignore[union-attr]
+    assert await s.replay_webhook(WS, hook.id, None) == 1
+    assert await s.replay_webhook("ws_b", hook.id, None) is None
+
+
+async def test_delete_webhook_ends_its_open_deliveries(contract_store: Store) -> None:
+    s = contract_store
+    hook = await make_webhook(s)
+    (in_flight,) = (await s.ingest_event(WS, "t", {})).delivery_ids
+    (claim,) = await s.claim_due(1, LEASE_MS, {}, 16)
+    (waiting,) = (await s.ingest_event(WS, "t", {})).delivery_ids
+    assert await s.delete_webhook("ws_b", hook.id) is False
+    assert await s.delete_webhook(WS, hook.id) is True
+    assert await s.get_webhook(WS, hook.id) is None
+    for delivery_id in (in_flight, waiting):
+        d = await s.get_delivery(WS, delivery_id)
+        assert d is not None and d.status is Status.DEAD_LETTER
+        assert d.last_error == "webhook deleted"
+    (res,) = await s.record_attempts([record_for(claim, delivered())])
+    assert not res.applied
+    assert (await s.get_delivery(WS, in_flight)).status is Status.DEAD_LETTER  # type: ignore[union-attr]
+    assert await s.delete_webhook(WS, hook.id) is False
+
+
+async def test_secret_rotation_keeps_the_old_secret_for_the_grace_period(
+    contract_store: Store, clock: ManualClock
+) -> None:
+    s = contract_store
+    hook = await make_webhook(s, secret="old-secret-123")
+    await s.update_webhook(WS, hook.id, WebhookChanges(secret="new-secret-456"), 60_000)
+    await s.ingest_event(WS, "t", {})
+    (claim,) = await s.claim_due(1, LEASE_MS, {}, 16)
+    assert claim.secrets == ("new-secret-456", "old-secret-123")
+    await s.release([(claim.delivery_id, claim.lease_token)])
+    clock.advance(61)
+    (claim,) = await s.claim_due(1, LEASE_MS, {}, 16)
+    assert claim.secrets == ("new-secret-456",)
+
+
+async def test_test_delivery_is_never_claimed_by_the_scheduler(contract_store: Store) -> None:
+    s = contract_store
+    hook = await make_webhook(s)
+    claim = await s.create_test_delivery(hook, "test", {"test": True})
+    assert await s.claim_due(10, LEASE_MS, {}, 16) == []
+    (res,) = await s.record_attempts(
+        [record_for(claim, test_send_result(False, Counters(0, 0, 0, None)), 500)]
+    )
+    assert res.applied and res.status is Status.DEAD_LETTER
+    d = await s.get_delivery(WS, claim.delivery_id)
+    assert d is not None and d.is_test
+    assert await s.replay_webhook(WS, hook.id, None) == 0
+
+
+# -- listing -----------------------------------------------------------------------------
+
+
+async def test_list_deliveries_newest_first_with_filters_and_cursor(
+    contract_store: Store, clock: ManualClock
+) -> None:
+    s = contract_store
+    a = await make_webhook(s, events=("a.*",))
+    await make_webhook(s, events=("b.*",))
+    created = []
+    for i in range(7):
+        clock.advance(1)
+        created += (await s.ingest_event(WS, "a.x" if i % 2 == 0 else "b.y", {})).delivery_ids
+    await s.ingest_event("ws_b", "a.x", {})
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await s.list_deliveries(WS, DeliveryFilter(), 3, cursor)
+        seen += [d.id for d in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == list(reversed(created))
+    only_a = await s.list_deliveries(WS, DeliveryFilter(webhook_id=a.id), 50)
+    assert {d.webhook_id for d in only_a.items} == {a.id} and len(only_a.items) == 4
+    by_type = await s.list_deliveries(WS, DeliveryFilter(event_type="b.y"), 50)
+    assert len(by_type.items) == 3
+    start = clock.now_ms() - 3000
+    window = await s.list_deliveries(WS, DeliveryFilter(since_ms=start, until_ms=start + 1000), 50)
+    assert len(window.items) == 2
+    assert len((await s.list_deliveries(WS, DeliveryFilter(status=Status.PENDING), 50)).items) == 7
+    assert (await s.list_deliveries(WS, DeliveryFilter(status=Status.DELIVERED), 50)).items == []
+
+
+async def test_list_webhooks_pages_in_creation_order(contract_store: Store) -> None:
+    s = contract_store
+    hooks = [await make_webhook(s, name=f"h{i}") for i in range(5)]
+    await make_webhook(s, workspace="ws_b")
+    first = await s.list_webhooks(WS, 2)
+    second = await s.list_webhooks(WS, 2, first.next_cursor)
+    third = await s.list_webhooks(WS, 2, second.next_cursor)
+    assert [w.id for w in [*first.items, *second.items, *third.items]] == [h.id for h in hooks]
+    assert third.next_cursor is None
+    with pytest.raises(ValueError, match="cursor"):
+        await s.list_webhooks(WS, 2, "garbage")
+
+
+async def test_retention_removes_only_old_delivered(
+    contract_store: Store, clock: ManualClock
+) -> None:
+    s = contract_store
+    await make_webhook(s)
+    (old,) = (await s.ingest_event(WS, "t", {})).delivery_ids
+    (claim,) = await s.claim_due(1, LEASE_MS, {}, 16)
+    await s.record_attempts([record_for(claim, delivered())])
+    pending_id = (await s.ingest_event(WS, "t", {})).delivery_ids[0]
+    clock.advance(3600)
+    assert await s.delete_delivered_before(clock.now_ms() - 1000, 100) == 1
+    assert await s.get_delivery(WS, old) is None
+    assert await s.list_attempts(old) == []
+    assert await s.get_delivery(WS, pending_id) is not None
+
+
+async def test_keys_are_found_by_digest_and_revocable(contract_store: Store) -> None:
+    s = contract_store
+    key = await s.create_api_key(None, b"\x01" * 32, "sk_user_abcd", "user_1")
+    found = await s.find_api_key(b"\x01" * 32)
+    assert found is not None and found[0].id == key.id and found[0].is_platform
+    assert await s.find_api_key(b"\x02" * 32) is None
+    assert await s.count_api_keys() == 1
+    assert await s.revoke_api_key(key.id)
+    assert not await s.revoke_api_key(key.id)
+    revoked = await s.find_api_key(b"\x01" * 32)
+    assert revoked is not None and revoked[0].revoked_at is not None
+    assert await s.count_api_keys() == 0
+
+
+async def test_queue_stats_counts_by_status(contract_store: Store, clock: ManualClock) -> None:
+    s = contract_store
+    await make_webhook(s)
+    for _ in range(3):
+        await s.ingest_event(WS, "t", {})
+    (claim,) = await s.claim_due(1, LEASE_MS, {}, 16)
+    clock.advance(5)
+    stats = await s.queue_stats()
+    assert stats.by_status["pending"] == 3 and stats.by_status["delivered"] == 0
+    assert stats.in_flight == 1
+    assert stats.oldest_due_ms == clock.now_ms() - 5000
+    await s.record_attempts([record_for(claim, delivered())])
+    stats = await s.queue_stats()
+    assert stats.by_status["delivered"] == 1 and stats.in_flight == 0
+
+
+# -- SQLite specifics ----------------------------------------------------------------------
+
+
+async def test_sqlite_reopens_its_file_and_refuses_a_newer_schema(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    path = tmp_path / "reopen.db"
+    first = SqliteStore(path, clock)
+    await first.open()
+    await make_webhook(first)
+    await first.close()
+    second = SqliteStore(path, clock)
+    await second.open()
+    assert len((await second.list_webhooks(WS, 10)).items) == 1
+    await second._call(lambda c: c.execute("INSERT INTO schema_migrations VALUES (999, 0)"))
+    await second.close()
+    third = SqliteStore(path, clock)
+    with pytest.raises(StoreError, match="newer"):
+        await third.open()
