@@ -43,6 +43,9 @@ class ServerConfig:
     max_body_bytes: int = 1_048_576
     # Seconds a client may take to send its request headers and body.
     client_timeout_seconds: float = 30.0
+    # How often the queue-depth, scheduling-lag and database-size gauges are read
+    # from the database (one small query each time, off the event loop).
+    stats_interval_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -101,11 +104,26 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    # Delivered deliveries (and their attempts) older than this are deleted; 0 keeps
+    # them forever.  Dead letters are never deleted: an operator may still replay them.
+    delivered_max_age_seconds: float = 604_800.0
+    # Deliveries deleted per transaction: small enough that the claim loop, which
+    # shares the database, never waits long behind one.
+    batch_size: int = 500
+    # Pause between two batches of one sweep, so deletion never crowds out delivery.
+    batch_pause_seconds: float = 0.2
+    # Time between sweeps; the first sweep runs at start.
+    interval_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -202,6 +220,7 @@ def validate(config: Config) -> Config:
         _parse_listen("server.metrics_listen", config.server.metrics_listen)
     _check_positive("server.max_body_bytes", config.server.max_body_bytes)
     _check_positive("server.client_timeout_seconds", config.server.client_timeout_seconds)
+    _check_positive("server.stats_interval_seconds", config.server.stats_interval_seconds)
     if not config.database.path:
         raise ConfigError("database.path", "must not be empty")
     _check_positive("database.busy_timeout_ms", config.database.busy_timeout_ms)
@@ -246,6 +265,13 @@ def validate(config: Config) -> Config:
             f"must exceed max_timeout_ms ({d.max_timeout_ms / 1000:g}s) plus "
             f"lease_margin_seconds ({d.lease_margin_seconds:g}s), got {d.lease_seconds:g}",
         )
+    r = config.retention
+    if r.delivered_max_age_seconds < 0:
+        raise ConfigError("retention.delivered_max_age_seconds", "must not be negative")
+    _check_positive("retention.batch_size", r.batch_size)
+    _check_positive("retention.interval_seconds", r.interval_seconds)
+    if r.batch_pause_seconds < 0:
+        raise ConfigError("retention.batch_pause_seconds", "must not be negative")
     if config.logging.level.lower() not in ("debug", "info", "warning", "error", "critical"):
         raise ConfigError(
             "logging.level", f"expected debug/info/warning/error, got {config.logging.level!r}"

@@ -1,4 +1,13 @@
-"""``hookd serve``: store, sender, scheduler and HTTP listeners in one process."""
+"""``hookd serve``: store, sender, scheduler and HTTP listeners in one process.
+
+Besides the scheduler, the daemon runs three small background tasks, none of
+which ever blocks the event loop (database work runs on the store's thread):
+
+- stats: reads queue depth, scheduling lag and database size into the gauges
+  every ``server.stats_interval_seconds``, so a scrape never queries the database;
+- retention: deletes old delivered deliveries in small batches with pauses;
+- the systemd watchdog, pinging from the loop itself (see ``systemd.py``).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +16,12 @@ import contextlib
 import os
 import random
 import signal
+import time
 
 import structlog
 from aiohttp import web
 
+from hookd import __version__
 from hookd.api.app import build_app, build_metrics_app
 from hookd.api.context import AppContext
 from hookd.clock import Clock, SystemClock
@@ -18,7 +29,9 @@ from hookd.config import Config
 from hookd.metrics import Metrics
 from hookd.scheduler import Scheduler
 from hookd.sender import AddressPolicy, Sender
+from hookd.storage import StoreError
 from hookd.storage.sqlite import SqliteStore
+from hookd.systemd import Notifier
 
 log = structlog.get_logger("hookd.daemon")
 
@@ -39,9 +52,15 @@ def open_store(config: Config, clock: Clock | None = None) -> SqliteStore:
 
 class Daemon:
     def __init__(
-        self, config: Config, *, clock: Clock | None = None, rng: random.Random | None = None
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
+        self.notifier = notifier or Notifier()
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
         self.metrics = Metrics()
@@ -57,7 +76,11 @@ class Daemon:
             config, self.store, self.scheduler, self.metrics, self.clock, self.rng
         )
         self._runners: list[web.AppRunner] = []
+        self._background: list[asyncio.Task[None]] = []
         self.bound: list[tuple[str, int]] = []
+        # Bumped after every stats refresh and every retention sweep; tests wait on it.
+        self.stats_refreshes = 0
+        self.retention_sweeps = 0
 
     async def start(self) -> None:
         await self.store.open()
@@ -65,13 +88,25 @@ class Daemon:
         await self._listen(build_app(self.context), self.config.server.listen)
         if self.config.server.metrics_listen:
             await self._listen(build_metrics_app(self.context), self.config.server.metrics_listen)
+        await self.refresh_stats()
         self.scheduler.start()
+        self._background.append(asyncio.create_task(self._stats_loop(), name="hookd-stats"))
+        if self.config.retention.delivered_max_age_seconds > 0:
+            self._background.append(
+                asyncio.create_task(self._retention_loop(), name="hookd-retention")
+            )
+        listen = [f"{h}:{p}" for h, p in self.bound]
         log.info(
             "hookd.started",
-            listen=[f"{h}:{p}" for h, p in self.bound],
+            listen=listen,
             database=self.config.database.path,
             pid=os.getpid(),
+            version=__version__,
         )
+        # The database is open and every listener bound: only now may systemd
+        # start what depends on us.
+        self.notifier.ready(status=f"serving on {', '.join(listen)}")
+        self.notifier.start_watchdog()
         if await self.store.count_api_keys() == 0:
             log.warning(
                 "hookd.no_api_keys",
@@ -90,17 +125,96 @@ class Daemon:
 
     async def stop(self) -> None:
         log.info("hookd.stopping")
+        self.notifier.stopping(status="draining in-flight attempts")
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._background.clear()
         await self.scheduler.stop()
         for runner in reversed(self._runners):
             await runner.cleanup()
         await self.sender.close()
         await self.store.close()
+        # The watchdog keeps pinging through the drain, which may take up to
+        # drain_timeout_seconds; only now is there nothing left to watch.
+        await self.notifier.close()
         log.info("hookd.stopped")
+
+    # -- background tasks ---------------------------------------------------------
+
+    async def refresh_stats(self) -> None:
+        stats = await self.store.queue_stats()
+        size = await self.store.database_size_bytes()
+        self.metrics.observe_queue(stats, self.clock.now_ms(), size)
+        self.stats_refreshes += 1
+
+    async def _stats_loop(self) -> None:
+        interval = self.config.server.stats_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh_stats()
+            except Exception as exc:
+                # Stale gauges for one interval beat a dead stats task.
+                log.warning(
+                    "metrics.refresh_failed",
+                    error=str(exc),
+                    exc_info=not isinstance(exc, StoreError),
+                )
+
+    async def sweep_retention(self) -> int:
+        """Delete delivered deliveries older than the configured age; return how many."""
+        r = self.config.retention
+        cutoff = self.clock.now_ms() - round(r.delivered_max_age_seconds * 1000)
+        total = 0
+        while True:
+            deleted = await self.store.delete_delivered_before(cutoff, r.batch_size)
+            total += deleted
+            self.metrics.retention_deleted.inc(deleted)
+            if deleted < r.batch_size:
+                break
+            # Each batch is its own short transaction; the pause hands the
+            # database (one writer at a time) back to claims and attempt records.
+            await asyncio.sleep(r.batch_pause_seconds)
+        return total
+
+    async def _retention_loop(self) -> None:
+        r = self.config.retention
+        while True:
+            started = time.monotonic()
+            try:
+                deleted = await self.sweep_retention()
+            except Exception as exc:
+                # Retried at the next interval: nothing is lost by deleting later.
+                log.warning(
+                    "retention.sweep_failed",
+                    error=str(exc),
+                    exc_info=not isinstance(exc, StoreError),
+                )
+            else:
+                if deleted:
+                    log.info(
+                        "retention.swept",
+                        deleted=deleted,
+                        max_age_seconds=r.delivered_max_age_seconds,
+                        duration_ms=round((time.monotonic() - started) * 1000),
+                    )
+            self.retention_sweeps += 1
+            await asyncio.sleep(r.interval_seconds)
 
 
 async def serve(config: Config) -> int:
     daemon = Daemon(config)
-    await daemon.start()
+    try:
+        await daemon.start()
+    except OSError as exc:
+        # Typically the listen address is taken: one line, and systemd's
+        # Restart=on-failure gets a non-zero status to act on.
+        log.error("hookd.start_failed", error=str(exc))
+        await daemon.notifier.close()
+        return 1
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals_seen = 0

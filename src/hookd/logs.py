@@ -3,13 +3,20 @@
 JSON lines when stderr is not a terminal (journald, Docker, files), readable
 console output when it is.  Event names are stable identifiers
 (``delivery.attempt``), and context (delivery_id, webhook_id) is bound, not
-formatted into messages.  Secrets and API keys are never passed to a logger.
+formatted into messages.  Secrets and API keys are never passed to a logger;
+the redaction processor below is the net under that rule, not the rule.
+
+Records of the standard library's ``logging`` (aiohttp, asyncio) go through the
+same renderer, so a JSON consumer never meets a line it cannot parse.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 import structlog
 
@@ -21,23 +28,91 @@ _LEVELS = {
     "critical": logging.CRITICAL,
 }
 
+REDACTED = "[redacted]"
 
-def configure_logging(level: str = "info", fmt: str = "auto") -> None:
-    use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+# Field names whose values are credentials whatever they hold.
+_SECRET_FIELDS = frozenset(
+    {
+        "secret",
+        "secrets",
+        "previous_secret",
+        "api_key",
+        "key",
+        "authorization",
+        "x-api-key",
+        "password",
+        "token",
+    }
+)
+
+# hookd API keys (``sk_user_…`` and ``sk_…``) and Standard Webhooks secrets
+# (``whsec_…``), should one slip into a message or an error text.
+_SECRET_PATTERN = re.compile(r"\b(?:sk|whsec)_[A-Za-z0-9_+/=-]{8,}")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SECRET_PATTERN.sub(REDACTED, value) if "_" in value else value
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if str(k).lower() in _SECRET_FIELDS else _scrub(v) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def redact(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for name, value in event_dict.items():
+        if name.lower() in _SECRET_FIELDS:
+            event_dict[name] = REDACTED
+        else:
+            event_dict[name] = _scrub(value)
+    return event_dict
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    out = stream or sys.stderr
+    use_console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: structlog.typing.Processor
     if use_console:
         renderer = structlog.dev.ConsoleRenderer()
     else:
         renderer = structlog.processors.JSONRenderer()
+    threshold = _LEVELS[level.lower()]
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.format_exc_info,
+            redact,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level.lower()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    # Libraries are chatty at debug; their warnings are what an operator needs.
+    root.setLevel(max(threshold, logging.WARNING))

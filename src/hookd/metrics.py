@@ -3,15 +3,36 @@
 Labels are bounded sets (outcome classes, statuses); no URL or id is ever a
 label.  Every label combination is created at start so a series exists at
 zero before its first increment, which keeps ``rate()`` and alerts honest.
+
+Counters and the in-flight gauge move where things happen (scheduler, API).
+The gauges that describe the database (queue depth, scheduling lag, size) are
+written by the daemon's stats task from :meth:`Metrics.observe_queue`, so a
+scrape never touches the database and never waits on it.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+import platform
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 from hookd import __version__
-from hookd.models import Status
+from hookd.models import IngestResult, Status
 from hookd.policy import METRIC_CLASSES
+from hookd.storage.base import QueueStats
+
+# The ``*_created`` companion series double the series count and are read by
+# nothing in a Prometheus setup; the switch is process-wide in prometheus-client.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Webhook latencies: from a fast in-datacenter receiver (ms) up to the largest
 # allowed timeoutMs (60 s).
@@ -26,7 +47,9 @@ class Metrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.events_ingested = Counter(
-            "hookd_events_ingested", "Events accepted and committed.", registry=r
+            "hookd_events_ingested",
+            "Events accepted and committed (idempotent repeats not counted).",
+            registry=r,
         )
         self.deliveries_created = Counter(
             "hookd_deliveries_created", "Deliveries created by event fan-out.", registry=r
@@ -38,7 +61,7 @@ class Metrics:
             registry=r,
         )
         self.deliveries_reached = Counter(
-            "hookd_deliveries_transitions",
+            "hookd_delivery_transitions",
             "Deliveries moved to a status by an attempt.",
             ["status"],
             registry=r,
@@ -50,39 +73,76 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "hookd_attempts_in_flight", "Delivery attempts currently in flight.", registry=r
+            "hookd_attempts_in_flight",
+            "Delivery attempts this process has in flight.",
+            registry=r,
         )
         self.queue_depth = Gauge(
-            "hookd_deliveries", "Deliveries in the database by status.", ["status"], registry=r
+            "hookd_queue_deliveries",
+            "Deliveries in the database by status (refreshed every stats interval).",
+            ["status"],
+            registry=r,
+        )
+        self.leased = Gauge(
+            "hookd_queue_leased_deliveries",
+            "Deliveries currently claimed under a lease, by any hookd process.",
+            registry=r,
         )
         self.oldest_due_age = Gauge(
-            "hookd_oldest_due_delivery_age_seconds",
-            "How long the oldest due, unclaimed delivery has been waiting (scheduling lag).",
+            "hookd_queue_oldest_due_age_seconds",
+            "How long the oldest due, unclaimed delivery has been waiting (scheduling lag);"
+            " 0 when nothing is due.",
+            registry=r,
+        )
+        self.stats_timestamp = Gauge(
+            "hookd_queue_stats_timestamp_seconds",
+            "Unix time the queue gauges were last read from the database.",
             registry=r,
         )
         self.webhooks_disabled = Counter(
-            "hookd_webhooks_disabled_gone",
+            "hookd_webhooks_disabled",
             "Webhooks set inactive because their endpoint answered 410 Gone.",
             registry=r,
         )
         self.stale_writes = Counter(
-            "hookd_fenced_writes",
+            "hookd_attempt_results_fenced",
             "Attempt results not applied because the delivery's lease had moved on.",
             registry=r,
         )
         self.database_size = Gauge(
-            "hookd_database_size_bytes", "Size of the database file.", registry=r
+            "hookd_database_size_bytes",
+            "Size of the database (pages times page size, free pages included).",
+            registry=r,
         )
         self.retention_deleted = Counter(
             "hookd_retention_deleted_deliveries",
-            "Delivered deliveries removed by retention.",
+            "Delivered deliveries removed by retention, attempts with them.",
             registry=r,
         )
         self.build = Info("hookd_build", "hookd build information.", registry=r)
-        self.build.info({"version": __version__})
+        self.build.info({"version": __version__, "python": platform.python_version()})
+        # Memory, CPU and file descriptors of the process, as every exporter has them.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         for outcome in METRIC_CLASSES:
             self.attempts.labels(outcome=outcome)
         for status in REACHED_STATUSES:
             self.deliveries_reached.labels(status=status.value)
         for status in Status:
             self.queue_depth.labels(status=status.value)
+
+    def observe_ingest(self, result: IngestResult) -> None:
+        """Count one ``POST /v1/events`` (or any other ingest) once it is committed."""
+        if result.duplicate:
+            return
+        self.events_ingested.inc()
+        self.deliveries_created.inc(len(result.delivery_ids))
+
+    def observe_queue(self, stats: QueueStats, now_ms: int, database_bytes: int) -> None:
+        for status in Status:
+            self.queue_depth.labels(status=status.value).set(stats.by_status.get(status.value, 0))
+        self.leased.set(stats.in_flight)
+        lag_ms = 0 if stats.oldest_due_ms is None else max(0, now_ms - stats.oldest_due_ms)
+        self.oldest_due_age.set(lag_ms / 1000)
+        self.stats_timestamp.set(now_ms / 1000)
+        self.database_size.set(database_bytes)
