@@ -43,7 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("serve", help="run the daemon: API, scheduler and metrics")
-    sub.add_parser("check", help="exit 0 if the running daemon is ready, 1 if not")
+    ck = sub.add_parser("check", help="exit 0 if the running daemon is ready, 1 if not")
+    ck.add_argument(
+        "--live",
+        action="store_true",
+        help="ask /healthz (the process answers) instead of /readyz (it can deliver)",
+    )
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
         dest="keys_command", required=True
@@ -102,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return asyncio.run(serve(config))
         if args.command == "check":
-            return _check(config)
+            return _check(config, "/healthz" if args.live else "/readyz")
         return asyncio.run(_with_store(config, lambda store: _dispatch(args, store, config)))
     except UsageError as exc:
         print(f"hookd: {exc}", file=sys.stderr)
@@ -280,20 +285,29 @@ async def _replay(args: argparse.Namespace, store: SqliteStore) -> int:
     return 0
 
 
-def _check(config: Config) -> int:
+def _check(config: Config, path: str) -> int:
     host, port = split_listen(config.server.listen)
-    if host in ("", "0.0.0.0", "::"):
+    # A wildcard listener answers on loopback; that is where a HEALTHCHECK runs.
+    if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
     if ":" in host:
         host = f"[{host}]"
-    url = f"http://{host}:{port}/readyz"
+    url = f"http://{host}:{port}{path}"
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
             ok = resp.status == 200
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"hookd: not ready: {exc}", file=sys.stderr)
+            body = resp.read(2048).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        # 503 from /readyz carries the reasons; show them.
+        detail = exc.read(2048).decode("utf-8", "replace").strip()
+        print(f"hookd: not ready: HTTP {exc.code} {detail}", file=sys.stderr)
         return 1
-    print("ready" if ok else "not ready")
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"hookd: not ready: {url}: {exc}", file=sys.stderr)
+        return 1
+    print(body.strip() if ok else f"not ready: {body.strip()}")
     return 0 if ok else 1
 
 

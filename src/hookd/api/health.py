@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import web
@@ -14,6 +15,8 @@ from hookd.storage import StoreError
 # before calling it stuck, so a busy database does not flap readiness.
 READY_LAG_FACTOR = 10
 READY_LAG_FLOOR_SECONDS = 15.0
+# A database that takes longer than this to answer a ping is not ready.
+READY_PING_TIMEOUT_SECONDS = 5.0
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -24,13 +27,19 @@ async def readyz(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     problems: list[str] = []
     try:
-        await ctx.store.ping()
+        async with asyncio.timeout(READY_PING_TIMEOUT_SECONDS):
+            await ctx.store.ping()
     except StoreError as exc:
         problems.append(f"database: {exc}")
+    except TimeoutError:
+        problems.append(f"database: no answer within {READY_PING_TIMEOUT_SECONDS:g}s")
     poll = ctx.config.delivery.poll_interval_seconds
     limit = max(READY_LAG_FLOOR_SECONDS, poll * READY_LAG_FACTOR)
     lag = time.monotonic() - ctx.scheduler.last_progress
-    if lag > limit:
+    # With every slot busy the loop rightly waits for an attempt to finish
+    # instead of claiming; that is saturation, not a stuck scheduler.
+    saturated = ctx.scheduler.in_flight >= ctx.config.delivery.concurrency
+    if lag > limit and not saturated:
         problems.append(f"scheduler: no progress for {lag:.0f}s")
     if problems:
         return web.json_response({"status": "unavailable", "problems": problems}, status=503)
