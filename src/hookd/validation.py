@@ -7,12 +7,14 @@ the API's camelCase, so the 400 body can say exactly what to fix.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from hookd.config import MAX_RETRY_ATTEMPTS, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS
 from hookd.models import WebhookStatus
+from hookd.sender.addresses import AddressPolicy, destination_problem
 from hookd.sender.signing import is_valid_whsec
 from hookd.storage.base import WebhookChanges
 
@@ -94,6 +96,17 @@ def validate_url(value: Any, field: str = "url") -> str:
     return value
 
 
+def validate_destination(url: str, allow_networks: Iterable[str], field: str = "url") -> str:
+    """Refuse a URL that obviously leads to internal space (no DNS; see sender.addresses).
+
+    A courtesy to the user: the check that counts runs at connect time.
+    """
+    problem = destination_problem(url, AddressPolicy(allow_networks))
+    if problem is not None:
+        raise ValidationError(field, problem)
+    return url
+
+
 def validate_event_type(value: Any, field: str = "type") -> str:
     if not isinstance(value, str):
         raise ValidationError(field, "must be a string")
@@ -154,7 +167,9 @@ def validate_int(value: Any, field: str, low: int, high: int) -> int:
     return value
 
 
-def validate_new_webhook(body: Any, max_timeout_ms: int = MAX_TIMEOUT_MS) -> WebhookFields:
+def validate_new_webhook(
+    body: Any, max_timeout_ms: int = MAX_TIMEOUT_MS, allow_networks: Iterable[str] = ()
+) -> WebhookFields:
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object")
     _reject_unknown(body, WEBHOOK_CREATE_FIELDS)
@@ -163,7 +178,7 @@ def validate_new_webhook(body: Any, max_timeout_ms: int = MAX_TIMEOUT_MS) -> Web
             raise ValidationError(required, "is required")
     return WebhookFields(
         name=validate_name(body["name"]),
-        url=validate_url(body["url"]),
+        url=validate_destination(validate_url(body["url"]), allow_networks),
         events=validate_events(body["events"]),
         secret=validate_secret(body["secret"]) if body.get("secret") is not None else None,
         retry_attempts=validate_int(
@@ -190,7 +205,9 @@ def validate_status(value: Any) -> WebhookStatus:
         raise ValidationError("status", "must be 'active' or 'inactive'") from None
 
 
-def validate_webhook_update(body: Any, max_timeout_ms: int = MAX_TIMEOUT_MS) -> WebhookChanges:
+def validate_webhook_update(
+    body: Any, max_timeout_ms: int = MAX_TIMEOUT_MS, allow_networks: Iterable[str] = ()
+) -> WebhookChanges:
     """A PATCH body: only the fields given change; ``null`` is never "unset"."""
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object")
@@ -201,7 +218,11 @@ def validate_webhook_update(body: Any, max_timeout_ms: int = MAX_TIMEOUT_MS) -> 
         raise ValidationError("body", "must name at least one field to change")
     return WebhookChanges(
         name=validate_name(body["name"]) if "name" in body else None,
-        url=validate_url(body["url"]) if "url" in body else None,
+        url=(
+            validate_destination(validate_url(body["url"]), allow_networks)
+            if "url" in body
+            else None
+        ),
         events=validate_events(body["events"]) if "events" in body else None,
         secret=validate_secret(body["secret"]) if "secret" in body else None,
         retry_attempts=(

@@ -42,7 +42,9 @@ async def create_webhook(request: web.Request) -> web.Response:
     who = principal(request)
     query(request)
     fields = validate_new_webhook(
-        await read_json(request), max_timeout_ms=ctx.config.delivery.max_timeout_ms
+        await read_json(request),
+        max_timeout_ms=ctx.config.delivery.max_timeout_ms,
+        allow_networks=ctx.config.delivery.allow_networks,
     )
     webhook = await ctx.store.create_webhook(
         NewWebhook(
@@ -94,7 +96,9 @@ async def update_webhook(request: web.Request) -> web.Response:
     webhook_id = path_id(request)
     query(request)
     changes = validate_webhook_update(
-        await read_json(request), max_timeout_ms=ctx.config.delivery.max_timeout_ms
+        await read_json(request),
+        max_timeout_ms=ctx.config.delivery.max_timeout_ms,
+        allow_networks=ctx.config.delivery.allow_networks,
     )
     webhook = await ctx.store.update_webhook(
         principal(request).workspace_id,

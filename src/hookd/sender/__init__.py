@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from hookd.sender.addresses import AddressPolicy, BlockedAddressError, is_forbidden
+from hookd.sender.addresses import (
+    AddressPolicy,
+    BlockedAddressError,
+    destination_problem,
+    forbidden_reason,
+    is_forbidden,
+    literal_address,
+)
 from hookd.sender.http import TIMEOUT_MESSAGE, USER_AGENT, Sender, SendResult
 from hookd.sender.signing import signature_headers, signing_key
 
@@ -13,7 +20,10 @@ __all__ = [
     "BlockedAddressError",
     "SendResult",
     "Sender",
+    "destination_problem",
+    "forbidden_reason",
     "is_forbidden",
+    "literal_address",
     "signature_headers",
     "signing_key",
 ]

@@ -6,6 +6,10 @@ follows a redirect, and reads at most ``max_response_bytes`` of the response
 (decompressing it ourselves, with the same bound, so a gzip bomb stays
 small).  Whatever happens, ``send`` returns a :class:`SendResult`; it never
 raises for a receiver's misbehaviour.
+
+Every connection goes through the address policy's socket factory (see
+``sender.addresses``); an IP-literal URL the policy forbids is refused before
+aiohttp even parses it, so every notation ends as ``blocked``.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import zlib
 from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
+from yarl import URL
 
 from hookd import __version__
 from hookd.policy import ErrorKind
-from hookd.sender.addresses import BLOCKED_MESSAGE, AddressPolicy, BlockedAddressError
+from hookd.sender.addresses import AddressPolicy, BlockedAddressError, literal_address
 
 USER_AGENT = f"hookd/{__version__}"
 # The wording of the reference documents for a request that ran out of time.
@@ -38,11 +44,18 @@ class SendResult:
 
 
 def _blocked(exc: BaseException) -> bool:
+    """Whether the policy refused *every* address the connection could use.
+
+    Happy Eyeballs raises the refusal itself when all candidates were refused
+    (they share one message), but a plain ``OSError("Multiple exceptions:
+    ...")`` when some were refused and others failed otherwise; that is an
+    ordinary connection failure, worth a retry, not ``blocked``.
+    """
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, BlockedAddressError) or BLOCKED_MESSAGE in str(current):
+        if isinstance(current, BlockedAddressError):
             return True
         current = current.__cause__ or current.__context__
     return False
@@ -55,10 +68,13 @@ class Sender:
         *,
         max_response_bytes: int = 8192,
         user_agent: str = USER_AGENT,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self.policy = policy
         self.max_response_bytes = max_response_bytes
         self.user_agent = user_agent
+        # None: aiohttp's default resolver.  Tests inject one to play DNS rebinding.
+        self.resolver = resolver
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -69,9 +85,13 @@ class Sender:
             keepalive_timeout=30,
             socket_factory=self.policy.socket_factory,
             enable_cleanup_closed=False,
+            resolver=self.resolver,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
+            # Never through an HTTP(S)_PROXY from the environment: the policy
+            # would then judge the proxy's address, not the receiver's.
+            trust_env=False,
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Content-Type"),
@@ -100,9 +120,14 @@ class Sender:
         def elapsed_ms() -> int:
             return round((time.monotonic() - started) * 1000)
 
+        if self._refused_literal(url):
+            return SendResult(None, ErrorKind.BLOCKED, "blocked", None, None, elapsed_ms())
+
         status: int | None = None
         retry_after: str | None = None
         text: str | None = None
+        # What arrived of the body, kept when the receiver stalls mid-body.
+        got = bytearray()
         try:
             async with asyncio.timeout(timeout_s):
                 async with session.post(
@@ -114,10 +139,11 @@ class Sender:
                 ) as resp:
                     status = resp.status
                     retry_after = resp.headers.get("Retry-After")
-                    text = await self._read_body(resp)
+                    text = await self._read_body(resp, got)
         except (TimeoutError, aiohttp.ServerTimeoutError):
             if status is not None:
                 # The receiver answered but dribbled its body: its status stands.
+                text = _stored_text(got, self.max_response_bytes)
                 return SendResult(status, None, None, text, retry_after, elapsed_ms())
             return SendResult(None, ErrorKind.TIMEOUT, TIMEOUT_MESSAGE, None, None, elapsed_ms())
         except aiohttp.ClientResponseError as exc:
@@ -131,6 +157,7 @@ class Sender:
             )
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
             if status is not None:
+                text = _stored_text(got, self.max_response_bytes)
                 return SendResult(status, None, None, text, retry_after, elapsed_ms())
             if _blocked(exc):
                 return SendResult(None, ErrorKind.BLOCKED, "blocked", None, None, elapsed_ms())
@@ -145,7 +172,16 @@ class Sender:
             )
         return SendResult(status, None, None, text, retry_after, elapsed_ms())
 
-    async def _read_body(self, resp: aiohttp.ClientResponse) -> str:
+    def _refused_literal(self, url: str) -> bool:
+        try:
+            host = URL(url).raw_host
+        except (ValueError, UnicodeError):
+            return False  # aiohttp reports it as an invalid URL
+        address = literal_address(host) if host else None
+        return address is not None and not self.policy.permits(address)
+
+    async def _read_body(self, resp: aiohttp.ClientResponse, out: bytearray) -> str:
+        """Read and decode at most ``max_response_bytes`` into ``out``."""
         limit = self.max_response_bytes
         encoding = resp.headers.get("Content-Encoding", "").strip().lower()
         decompressor = None
@@ -153,7 +189,6 @@ class Sender:
             decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif encoding == "deflate":
             decompressor = zlib.decompressobj()
-        out = bytearray()
         raw_read = 0
         # Compressed input is bounded too: a body that inflates to nothing
         # (a bomb of zeros trimmed away) must not make us read forever.
@@ -171,7 +206,11 @@ class Sender:
             except zlib.error:
                 out += chunk  # not really compressed: keep the raw bytes
                 decompressor = None
-        return out[:limit].decode("utf-8", errors="replace")[:STORED_BODY_CHARS]
+        return _stored_text(out, limit)
+
+
+def _stored_text(out: bytearray, limit: int) -> str:
+    return out[:limit].decode("utf-8", errors="replace")[:STORED_BODY_CHARS]
 
 
 def _describe(exc: BaseException) -> str:
