@@ -207,14 +207,6 @@ class Daemon:
 
 async def serve(config: Config) -> int:
     daemon = Daemon(config)
-    try:
-        await daemon.start()
-    except OSError as exc:
-        # Typically the listen address is taken: one line, and systemd's
-        # Restart=on-failure gets a non-zero status to act on.
-        log.error("hookd.start_failed", error=str(exc))
-        await daemon.notifier.close()
-        return 1
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals_seen = 0
@@ -230,12 +222,24 @@ async def serve(config: Config) -> int:
         log.info("hookd.signal", signal=signame)
         stop.set()
 
+    # Handlers go in before anything starts: a SIGTERM that arrives while the
+    # listeners come up must still mean "drain and exit 0", not death by signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
     try:
-        await stop.wait()
+        try:
+            await daemon.start()
+        except OSError as exc:
+            # Typically the listen address is taken: one line, and systemd's
+            # Restart=on-failure gets a non-zero status to act on.
+            log.error("hookd.start_failed", error=str(exc))
+            await daemon.notifier.close()
+            return 1
+        try:
+            await stop.wait()
+        finally:
+            await daemon.stop()
     finally:
-        await daemon.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
