@@ -209,3 +209,42 @@ async def wait_status(h: Harness, delivery_id: str, *statuses: Status) -> None:
         return d is not None and d.status in statuses
 
     await eventually(reached)
+
+
+@dataclass
+class RunningDaemon:
+    daemon: Any
+    base_url: str
+    key: str
+    workspace: str = "ws_hardening"
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(tmp_path: Any, **sections: Any) -> AsyncIterator[RunningDaemon]:
+    """A real ``Daemon`` (API, scheduler, sender) on 127.0.0.1 with a workspace key.
+
+    ``sections`` are config sections as dicts, e.g. ``server={"max_body_bytes": 1024}``.
+    """
+    from hookd.config import Config, DatabaseConfig, DeliveryConfig, ServerConfig
+    from hookd.daemon import Daemon
+    from hookd.keys import generate_key
+
+    server = {"listen": "127.0.0.1:0", **sections.pop("server", {})}
+    delivery = {"poll_interval_seconds": 0.05, **sections.pop("delivery", {})}
+    config = Config(
+        server=ServerConfig(**server),
+        database=DatabaseConfig(path=str(tmp_path / "daemon.db")),
+        delivery=DeliveryConfig(**delivery),
+        **sections,
+    )
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        workspace = "ws_hardening"
+        await daemon.store.ensure_workspace(workspace)
+        new = generate_key(platform=False)
+        await daemon.store.create_api_key(workspace, new.digest, new.prefix, "user_hardening")
+        host, port = daemon.bound[0]
+        yield RunningDaemon(daemon, f"http://{host}:{port}", new.plaintext, workspace)
+    finally:
+        await daemon.stop()

@@ -9,6 +9,7 @@ from hookd.sender.addresses import (
     forbidden_reason,
     is_forbidden,
     literal_address,
+    static_refusal,
 )
 from hookd.sender.http import TIMEOUT_MESSAGE, USER_AGENT, Sender, SendResult
 from hookd.sender.signing import signature_headers, signing_key
@@ -26,4 +27,5 @@ __all__ = [
     "literal_address",
     "signature_headers",
     "signing_key",
+    "static_refusal",
 ]

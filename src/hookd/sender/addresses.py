@@ -8,11 +8,12 @@ webhook's creation and its delivery all meet the same rule.  Redirects are
 never followed (``sender.http``), so a receiver cannot bounce us inward either.
 
 Two cheaper checks sit in front of it, for clearer answers rather than for
-safety: the API refuses URLs that are *obviously* internal without doing DNS
-(:func:`destination_problem`), and the sender refuses IP literals before
-aiohttp sees them (:func:`literal_address`), because aiohttp rejects legacy
-IPv4 notations such as ``0177.1`` as invalid URLs, which would otherwise be
-retried as connection errors instead of ending as ``blocked``.
+safety, both without DNS (:func:`static_refusal`): the API refuses URLs that
+are *obviously* internal (:func:`destination_problem`), and the sender refuses
+the same hosts before aiohttp sees them, because aiohttp rejects legacy IPv4
+notations such as ``0177.1`` as invalid URLs and ``a.localhost`` may not
+resolve at all: both would be retried as connection errors instead of ending
+as ``blocked``.
 """
 
 from __future__ import annotations
@@ -220,12 +221,32 @@ def _named_addresses(host: str) -> tuple[IPAddress, ...]:
     return ()
 
 
+def static_refusal(host: str, policy: AddressPolicy) -> str | None:
+    """Why ``host`` (as a URL writes it) is refused without any DNS, or None.
+
+    An IP literal in any notation is judged as its address; a name that
+    always means loopback or the metadata service is refused unless the
+    policy permits one of its addresses.  Every other name is left to the
+    connect-time check.
+    """
+    address = literal_address(host)
+    if address is not None:
+        why = policy.refusal(address)
+        if why is None:
+            return None
+        shown = host if str(address) == host else f"{host} (= {address})"
+        return f"host {shown} is {why}"
+    named = _named_addresses(host)
+    if named and not any(policy.permits(a) for a in named):
+        return f"host {host} always means {named[0]}, {policy.refusal(named[0])}"
+    return None
+
+
 def destination_problem(url: str, policy: AddressPolicy) -> str | None:
     """Why ``url`` obviously leads somewhere the policy forbids, or None.
 
-    No DNS: only IP literals (any notation) and names that always mean
-    loopback or the metadata service are judged.  Hosts are read the way
-    aiohttp will read them (yarl: IDNA, full-width digits, percent-escapes).
+    No DNS (see :func:`static_refusal`).  Hosts are read the way aiohttp
+    will read them (yarl: IDNA, full-width digits), raw and percent-decoded.
     """
     try:
         parsed = URL(url)
@@ -233,26 +254,16 @@ def destination_problem(url: str, policy: AddressPolicy) -> str | None:
     except (ValueError, UnicodeError):
         return None  # not this check's business: URL validation says what is wrong
     for host in sorted(hosts):
-        address = literal_address(host)
-        if address is not None:
-            why = policy.refusal(address)
-            if why is not None:
-                shown = host if str(address) == host else f"{host} (= {address})"
-                return (
-                    f"host {shown} is {why}, which the outbound address policy blocks"
-                    " ([delivery] allow_networks can allow it)"
-                )
-            if address.version == 4 and not _is_dotted_quad(host):
-                # aiohttp refuses to connect to legacy notations at all.
-                return f"host {host} is a legacy IPv4 notation; write it as {address}"
-            continue
-        named = _named_addresses(host)
-        if named and not any(policy.permits(a) for a in named):
-            why = policy.refusal(named[0])
+        refusal = static_refusal(host, policy)
+        if refusal is not None:
             return (
-                f"host {host} always means {named[0]}, {why}, which the outbound address"
-                " policy blocks ([delivery] allow_networks can allow it)"
+                f"{refusal}, which the outbound address policy blocks"
+                " ([delivery] allow_networks can allow it)"
             )
+        address = literal_address(host)
+        if address is not None and address.version == 4 and not _is_dotted_quad(host):
+            # aiohttp refuses to connect to legacy notations at all.
+            return f"host {host} is a legacy IPv4 notation; write it as {address}"
     return None
 
 

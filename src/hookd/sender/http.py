@@ -8,8 +8,9 @@ small).  Whatever happens, ``send`` returns a :class:`SendResult`; it never
 raises for a receiver's misbehaviour.
 
 Every connection goes through the address policy's socket factory (see
-``sender.addresses``); an IP-literal URL the policy forbids is refused before
-aiohttp even parses it, so every notation ends as ``blocked``.
+``sender.addresses``); an IP literal or a localhost/metadata name the policy
+forbids is refused before aiohttp sees it, so every notation ends as
+``blocked`` rather than as an "invalid URL" or DNS error that gets retried.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from yarl import URL
 
 from hookd import __version__
 from hookd.policy import ErrorKind
-from hookd.sender.addresses import AddressPolicy, BlockedAddressError, literal_address
+from hookd.sender.addresses import AddressPolicy, BlockedAddressError, static_refusal
 
 USER_AGENT = f"hookd/{__version__}"
 # The wording of the reference documents for a request that ran out of time.
@@ -120,7 +121,7 @@ class Sender:
         def elapsed_ms() -> int:
             return round((time.monotonic() - started) * 1000)
 
-        if self._refused_literal(url):
+        if self._refused_without_dns(url):
             return SendResult(None, ErrorKind.BLOCKED, "blocked", None, None, elapsed_ms())
 
         status: int | None = None
@@ -172,13 +173,12 @@ class Sender:
             )
         return SendResult(status, None, None, text, retry_after, elapsed_ms())
 
-    def _refused_literal(self, url: str) -> bool:
+    def _refused_without_dns(self, url: str) -> bool:
         try:
             host = URL(url).raw_host
         except (ValueError, UnicodeError):
             return False  # aiohttp reports it as an invalid URL
-        address = literal_address(host) if host else None
-        return address is not None and not self.policy.permits(address)
+        return host is not None and static_refusal(host, self.policy) is not None
 
     async def _read_body(self, resp: aiohttp.ClientResponse, out: bytearray) -> str:
         """Read and decode at most ``max_response_bytes`` into ``out``."""
