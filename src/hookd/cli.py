@@ -268,18 +268,28 @@ async def _deliveries(args: argparse.Namespace, store: SqliteStore) -> int:
 
 
 async def _replay(args: argparse.Namespace, store: SqliteStore) -> int:
-    # From the CLI the replay is queued (no lease held): the running daemon's
-    # scheduler makes the attempt.
-    claim = await store.claim_for_replay(None, args.delivery_id, lease_ms=0)
-    if not claim.found:
+    delivery = await store.get_delivery(None, args.delivery_id)
+    if delivery is None:
         print(f"hookd: no delivery {args.delivery_id}", file=sys.stderr)
         return 1
-    if claim.status is not Status.PENDING:
+    if delivery.status is not Status.DEAD_LETTER:
+        # Checked first: the store answers "pending" both for a replay it queued
+        # and for refusing one that was pending already.
         print(
-            f"hookd: delivery {args.delivery_id} is {claim.status.value if claim.status else '?'};"
+            f"hookd: delivery {args.delivery_id} is {delivery.status.value};"
             " only dead_letter deliveries can be replayed",
             file=sys.stderr,
         )
+        return 1
+    replay = await store.claim_for_replay(None, args.delivery_id, lease_ms=0)
+    if replay.claim is not None:
+        # The CLI sends nothing itself: the lease goes straight back, and the
+        # running daemon's scheduler takes the delivery as it would any due one.
+        await store.release([(args.delivery_id, replay.claim.lease_token)])
+    elif not replay.found or replay.status is not Status.PENDING:
+        state = replay.status.value if replay.status else "gone"
+        reason = "its webhook was deleted" if replay.status is Status.DEAD_LETTER else state
+        print(f"hookd: delivery {args.delivery_id} cannot be replayed: {reason}", file=sys.stderr)
         return 1
     print(f"replayed {args.delivery_id}: pending")
     return 0
