@@ -1,0 +1,210 @@
+"""``python -m bench run [--quick]``: the hookd benchmark suite (issue 6).
+
+    .venv/bin/python -m bench run                 # all scenarios, 3 runs each (backlog 1)
+    .venv/bin/python -m bench run --quick         # smaller sizes, 1 run: for development
+    .venv/bin/python -m bench run -s throughput -s isolation --runs 5
+    .venv/bin/python -m bench profile             # py-spy on the daemon during throughput
+
+Prints a table of medians against the issue's targets and writes every run's
+figures to ``bench/results/latest.json``.  To measure another tree of hookd
+(say a snapshot taken with ``git archive``), put its ``src`` first on
+``PYTHONPATH``: every child process inherits it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from bench import profile
+from bench.common import git_state, install_cleanup, median
+from bench.scenarios import FULL, QUICK, SCENARIOS, Sizes
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+
+# (scenario, key, label, unit, target, higher is better)
+ROWS: list[tuple[str, str, str, str, float | None, bool]] = [
+    ("throughput", "deliveries_per_s", "deliveries/s (one process)", "/s", 6000, True),
+    ("throughput", "deliveries_per_s", "deliveries/s (whole machine)", "/s", 10000, True),
+    ("throughput", "cpu_us_per_delivery", "daemon CPU per delivery", "µs", 150, False),
+    ("throughput", "cpu_utilisation", "daemon CPU utilisation", "cores", None, True),
+    (
+        "throughput",
+        "main_thread_cpu_share",
+        "share of CPU on the event loop thread",
+        "",
+        None,
+        True,
+    ),
+    ("throughput", "peak_rss_mb", "daemon peak RSS", "MB", 100, False),
+    ("ingest", "events_per_s", "events/s accepted (64 clients)", "/s", 5000, True),
+    ("ingest", "ack_ms_p99", "202 latency p99", "ms", None, False),
+    ("ingest", "daemon_cpu_us_per_event", "daemon CPU per event (+delivery)", "µs", None, False),
+    ("latency", "first_attempt_ms_p50", "ingest→first attempt p50 @1000/s", "ms", None, False),
+    ("latency", "first_attempt_ms_p99", "ingest→first attempt p99 @1000/s", "ms", 50, False),
+    ("latency", "ack_ms_p99", "202 latency p99 @1000/s", "ms", None, False),
+    ("latency", "missing_attempts", "events without an attempt", "", 0, False),
+    ("backlog", "claim_ms_start", "claim_due(256) at start", "ms", None, False),
+    ("backlog", "claim_ms_middle", "claim_due(256) at middle", "ms", None, False),
+    ("backlog", "claim_ms_end", "claim_due(256) at end", "ms", None, False),
+    ("backlog", "claim_ms_max_over_min", "claim time max/min (flat)", "x", 2.0, False),
+    ("backlog", "worker_rss_mb_start", "store RSS at start", "MB", 100, False),
+    ("backlog", "worker_rss_mb_middle", "store RSS at middle", "MB", 100, False),
+    ("backlog", "worker_rss_mb_end", "store RSS at end", "MB", 100, False),
+    ("backlog", "store_drain_jobs_per_s", "store claim+record jobs/s", "/s", None, True),
+    (
+        "backlog",
+        "daemon_deliveries_per_s_full",
+        "daemon deliveries/s, full backlog",
+        "/s",
+        None,
+        True,
+    ),
+    ("backlog", "daemon_rss_mb_full", "daemon peak RSS, full backlog", "MB", 100, False),
+    ("backlog", "daemon_rss_mb_small", "daemon peak RSS, 1,000 queued", "MB", 100, False),
+    ("isolation", "deliveries_per_s", "healthy deliveries/s", "/s", None, True),
+    ("isolation", "ratio", "healthy vs clean run", "", 0.90, True),
+]
+
+
+def _median_tree(runs: list[Any]) -> Any:
+    """Median of every numeric leaf across runs (first run's value for the rest)."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {
+            k: _median_tree([r[k] for r in runs if k in r])
+            for k, v in first.items()
+            if not isinstance(v, list)  # per-run series stay in "runs" only
+        }
+    if isinstance(first, bool) or not isinstance(first, int | float):
+        return first
+    return median([float(r) for r in runs])
+
+
+def _fmt(value: float, unit: str) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    if unit in ("", "x", "cores") or abs(value) < 10:
+        return f"{value:.2f}"
+    if abs(value) < 1000:
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+def table(summary: dict[str, Any]) -> str:
+    lines = [f"{'scenario':<11} {'metric':<40} {'median':>11}  {'target':>10}  ok", "-" * 80]
+    for scenario, key, label, unit, target, higher in ROWS:
+        med = summary.get(scenario, {}).get("median", {})
+        if key not in med:
+            continue
+        value = med[key]
+        shown = _fmt(value, unit) + (f" {unit}" if unit not in ("", "x", "cores") else "")
+        verdict = ""
+        tgt = ""
+        if target is not None:
+            ok = value >= target if higher else value <= target
+            verdict = "yes" if ok else "NO"
+            tgt = ("≥ " if higher else "≤ ") + _fmt(target, unit)
+        runs = len(summary[scenario]["runs"])
+        lines.append(
+            f"{scenario:<11} {label:<40} {shown:>11}  {tgt:>10}  {verdict:<3}"
+            + (f" (n={runs})" if scenario == ROWS[0][0] and key == ROWS[0][1] else "")
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    sizes: Sizes = QUICK if args.quick else FULL
+    if args.deliveries:
+        sizes = replace(sizes, deliveries=args.deliveries)
+    if args.backlog:
+        sizes = replace(sizes, backlog=args.backlog)
+    runs = args.runs or (1 if args.quick else 3)
+    chosen = args.scenario or list(SCENARIOS)
+    if "isolation" in chosen and "throughput" not in chosen:
+        chosen = ["throughput", *chosen]  # isolation is relative to the clean run
+    order = [s for s in SCENARIOS if s in chosen]
+    started = time.time()
+    summary: dict[str, Any] = {}
+    out_path = Path(args.out) if args.out else RESULTS / "latest.json"
+    for name in order:
+        n = args.backlog_runs if name == "backlog" else runs
+        results = []
+        for i in range(n):
+            print(f"[bench] {name} run {i + 1}/{n} ...", file=sys.stderr, flush=True)
+            t = time.monotonic()
+            result = SCENARIOS[name](sizes, args.keep)
+            result["wall_s"] = time.monotonic() - t
+            results.append(result)
+            print(f"[bench] {name}: {_brief(name, result)}", file=sys.stderr, flush=True)
+        summary[name] = {"runs": results, "median": _median_tree(results)}
+    if "isolation" in summary and "throughput" in summary:
+        clean = summary["throughput"]["median"]["deliveries_per_s"]
+        for r in summary["isolation"]["runs"]:
+            r["ratio"] = r["deliveries_per_s"] / clean if clean else 0.0
+        summary["isolation"]["median"] = _median_tree(summary["isolation"]["runs"])
+    doc = {
+        "meta": {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "seconds": round(time.time() - started, 1),
+            "quick": bool(args.quick),
+            "runs": runs,
+            "sizes": asdict(sizes),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "pythonpath": os.environ.get("PYTHONPATH", ""),
+            "git": git_state(REPO),
+        },
+        "scenarios": summary,
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(doc, indent=2) + "\n")
+    print(table(summary))
+    print(f"\nwritten: {out_path}")
+    return 0
+
+
+def _brief(name: str, r: dict[str, Any]) -> str:
+    keys = {
+        "throughput": ("deliveries_per_s", "cpu_us_per_delivery", "peak_rss_mb", "complete"),
+        "isolation": ("deliveries_per_s", "cpu_us_per_attempt", "received_429", "complete"),
+        "ingest": ("events_per_s", "ack_ms_p99", "errors"),
+        "latency": ("first_attempt_ms_p50", "first_attempt_ms_p99", "missing_attempts"),
+        "backlog": ("claim_ms_start", "claim_ms_middle", "claim_ms_end", "daemon_rss_mb_full"),
+    }[name]
+    return ", ".join(f"{k}={r[k]:.1f}" if isinstance(r[k], float) else f"{k}={r[k]}" for k in keys)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run the scenarios, print a table, write JSON")
+    r.add_argument("--quick", action="store_true", help="small sizes and 1 run")
+    r.add_argument("--runs", type=int, help="runs per scenario (default 3, quick 1)")
+    r.add_argument("--backlog-runs", type=int, default=1, help="runs of the backlog scenario")
+    r.add_argument("-s", "--scenario", action="append", choices=list(SCENARIOS), help="repeatable")
+    r.add_argument("--deliveries", type=int, help="throughput/isolation queue size")
+    r.add_argument("--backlog", type=int, help="backlog size")
+    r.add_argument("--out", help="JSON output (default bench/results/latest.json)")
+    r.add_argument("--keep", action="store_true", help="keep each run's directory")
+    pr = sub.add_parser("profile", help="py-spy the daemon during the throughput scenario")
+    profile.add_arguments(pr)
+    args = p.parse_args(argv)
+    install_cleanup()
+    if args.command == "run":
+        return run(args)
+    return profile.main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

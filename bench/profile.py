@@ -1,0 +1,188 @@
+"""``python -m bench profile``: where the daemon's CPU goes during the throughput scenario.
+
+Attaches py-spy (a dev tool: ``.venv/bin/pip install py-spy``; not a
+dependency of hookd or of the benchmark's measurements) to the daemon once it
+is ready, records ``--duration`` seconds in speedscope format
+(``bench/results/profile.speedscope.json``, open it at speedscope.app), then
+summarises the samples: per thread, self time per function, inclusive time
+per function, and a split by component in which each sample goes to the first
+non-standard-library frame from the leaf up (so ``json.dumps`` called by
+structlog counts as logging, a socket write made by aiohttp as the HTTP
+client).  The figures are written to ``bench/results/profile.json`` and
+printed, with µs per delivery computed from the same run's CPU per delivery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bench.common import Daemon, spawn
+from bench.scenarios import FULL, QUICK, delivery_run
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# First match wins, tested against the frame's file path.
+COMPONENTS: list[tuple[str, str]] = [
+    ("hookd/storage/", "store: SQL statements and row mapping"),
+    ("hookd/sender/signing", "signing (HMAC, headers)"),
+    ("hookd/sender/", "sender (hookd wrapper around aiohttp)"),
+    ("hookd/scheduler", "scheduler (claim loop, tasks, attempt)"),
+    ("hookd/lifecycle", "lifecycle/policy decisions"),
+    ("hookd/policy", "lifecycle/policy decisions"),
+    ("hookd/logs", "logging (structlog)"),
+    ("hookd/metrics", "metrics (prometheus_client)"),
+    ("hookd/ids", "ids"),
+    ("hookd/daemon", "daemon background tasks"),
+    ("hookd/api/", "API handlers"),
+    ("hookd/", "other hookd code"),
+    ("aiosqlite", "aiosqlite thread hand-off"),
+    ("aiohttp/web", "aiohttp server"),
+    ("aiohttp", "aiohttp client"),
+    ("yarl", "aiohttp client"),
+    ("multidict", "aiohttp client"),
+    ("aiohappyeyeballs", "aiohttp client"),
+    ("structlog", "logging (structlog)"),
+    ("prometheus_client", "metrics (prometheus_client)"),
+]
+STDLIB_ONLY = "asyncio event loop / stdlib only"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--duration", type=int, default=20, help="seconds of sampling")
+    p.add_argument("--rate", type=int, default=200, help="samples per second")
+    p.add_argument("--deliveries", type=int, help="queue size (default 200,000)")
+    p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
+    p.add_argument("--top", type=int, default=30)
+
+
+def _component(path: str) -> str | None:
+    for needle, name in COMPONENTS:
+        if needle in path:
+            return name
+    return None
+
+
+def analyse(speedscope: dict[str, Any], top: int = 30) -> dict[str, Any]:
+    frames = speedscope["shared"]["frames"]
+    labels = [
+        f"{f['name']} ({_short(f.get('file', ''))}{':' + str(f['line']) if f.get('line') else ''})"
+        for f in frames
+    ]
+    funcs = [f"{f['name']} ({_short(f.get('file', ''))})" for f in frames]
+    comps = [_component(f.get("file", "")) for f in frames]
+    self_line: Counter[str] = Counter()
+    self_func: Counter[str] = Counter()
+    incl_func: Counter[str] = Counter()
+    by_comp: Counter[str] = Counter()
+    by_thread: Counter[str] = Counter()
+    total = 0.0
+    for prof in speedscope["profiles"]:
+        weights = prof.get("weights") or [1] * len(prof["samples"])
+        for stack, w in zip(prof["samples"], weights, strict=True):
+            if not stack:
+                continue
+            total += w
+            by_thread[prof.get("name", "?")] += w
+            leaf = stack[-1]
+            self_line[labels[leaf]] += w
+            self_func[funcs[leaf]] += w
+            for fn in {funcs[i] for i in stack}:
+                incl_func[fn] += w
+            comp = next((comps[i] for i in reversed(stack) if comps[i]), STDLIB_ONLY)
+            by_comp[comp] += w
+
+    def pct(counter: Counter[str], n: int) -> list[tuple[str, float]]:
+        return [(k, round(100 * v / total, 2)) for k, v in counter.most_common(n)]
+
+    return {
+        "sampled_seconds": round(total, 2),
+        "threads": pct(by_thread, 10),
+        "components": pct(by_comp, 40),
+        "self_functions": pct(self_func, top),
+        "self_lines": pct(self_line, top),
+        "inclusive_functions": pct(incl_func, top * 2),
+    }
+
+
+def _short(path: str) -> str:
+    for marker in ("site-packages/", "/src/", "/lib/python3.11/"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
+
+
+def main(args: argparse.Namespace) -> int:
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(pyspy).exists():
+        print("py-spy not found: .venv/bin/pip install py-spy", file=sys.stderr)
+        return 2
+    sizes = QUICK if args.quick else FULL
+    sizes = replace(sizes, deliveries=args.deliveries or (50_000 if args.quick else 200_000))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "profile.speedscope.json"
+    holder: dict[str, subprocess.Popen[Any]] = {}
+
+    def attach(daemon: Daemon) -> None:
+        time.sleep(1.0)  # past start-up, into the steady state
+        cmd = [
+            pyspy,
+            "record",
+            "--pid",
+            str(daemon.pid),
+            "--duration",
+            str(args.duration),
+            "--rate",
+            str(args.rate),
+            "--nonblocking",
+            "--format",
+            "speedscope",
+            "--output",
+            str(out),
+        ]
+        if args.native:
+            cmd.append("--native")
+        holder["spy"] = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    result = delivery_run(sizes, ["o"] * sizes.webhooks, on_ready=attach)
+    spy = holder["spy"]
+    spy.wait(60)
+    if not out.exists():
+        print("py-spy wrote no profile (did the run end before --duration?)", file=sys.stderr)
+        return 1
+    summary = analyse(json.loads(out.read_text()), args.top)
+    us = result["cpu_us_per_delivery"]
+    summary["run"] = result
+    summary["components_us_per_delivery"] = [
+        (name, round(p * us / 100, 1)) for name, p in summary["components"]
+    ]
+    (RESULTS / "profile.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(
+        f"profiled {result['deliveries']} deliveries: {result['deliveries_per_s']:.0f}/s,"
+        f" {us:.0f} µs CPU per delivery (py-spy attached), {summary['sampled_seconds']} s sampled"
+    )
+    print("\nthreads:")
+    for name, p in summary["threads"]:
+        print(f"  {p:6.2f}%  {name}")
+    print("\ncomponents (first non-stdlib frame from the leaf):")
+    for (name, p), (_, u) in zip(
+        summary["components"], summary["components_us_per_delivery"], strict=True
+    ):
+        print(f"  {p:6.2f}%  {u:7.1f} µs  {name}")
+    print("\nself time by function:")
+    for name, p in summary["self_functions"]:
+        print(f"  {p:6.2f}%  {name}")
+    print("\ninclusive time by function:")
+    for name, p in summary["inclusive_functions"][: args.top]:
+        print(f"  {p:6.2f}%  {name}")
+    print(f"\nwritten: {out} and {RESULTS / 'profile.json'}")
+    return 0
