@@ -220,7 +220,9 @@ class RunningDaemon:
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(tmp_path: Any, **sections: Any) -> AsyncIterator[RunningDaemon]:
+async def running_daemon(
+    tmp_path: Any, clock: Any = None, **sections: Any
+) -> AsyncIterator[RunningDaemon]:
     """A real ``Daemon`` (API, scheduler, sender) on 127.0.0.1 with a workspace key.
 
     ``sections`` are config sections as dicts, e.g. ``server={"max_body_bytes": 1024}``.
@@ -237,7 +239,7 @@ async def running_daemon(tmp_path: Any, **sections: Any) -> AsyncIterator[Runnin
         delivery=DeliveryConfig(**delivery),
         **sections,
     )
-    daemon = Daemon(config)
+    daemon = Daemon(config, clock=clock)
     await daemon.start()
     try:
         workspace = "ws_hardening"
