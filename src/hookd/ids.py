@@ -7,11 +7,15 @@ reference documents.
 
 from __future__ import annotations
 
+import random
 import secrets
 import threading
 from datetime import UTC, datetime
 
 _lock = threading.Lock()
+# Ids need to be unique and hard to guess, not secret keys: a Random seeded
+# from the OS is ample and avoids a getrandom() syscall per id.
+_rng = random.Random(secrets.randbits(128))
 _last_seconds = -1
 _last_tail = 0
 _TAIL_MAX = (1 << 64) - 1
@@ -28,10 +32,10 @@ def new_id(now_ms: int) -> str:
     seconds = (now_ms // 1000) & 0xFFFFFFFF
     with _lock:  # ids are made on the event loop and on the database thread
         if seconds == _last_seconds and _last_tail < _TAIL_MAX - (1 << 32):
-            tail = _last_tail + 1 + secrets.randbits(24)
+            tail = _last_tail + 1 + _rng.getrandbits(24)
         else:
             # Top bit clear: room for billions of increments within one second.
-            tail = secrets.randbits(63)
+            tail = _rng.getrandbits(63)
         _last_seconds, _last_tail = seconds, tail
     return seconds.to_bytes(4, "big").hex() + tail.to_bytes(8, "big").hex()
 

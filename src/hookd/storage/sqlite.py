@@ -300,8 +300,10 @@ class _GroupCommit(Generic[I, R]):
         store: SqliteStore,
         work: Callable[[sqlite3.Connection, list[I]], list[R | Exception]],
         max_batch: int,
+        durable: bool = True,
     ) -> None:
         self._store = store
+        self._durable = durable
         self._work = work
         self._max_batch = max_batch
         self._queue: list[tuple[I, asyncio.Future[R]]] = []
@@ -326,7 +328,7 @@ class _GroupCommit(Generic[I, R]):
                 return self._work(conn, items)
 
             try:
-                results = await self._store._tx(work)
+                results = await self._store._tx(work, durable=self._durable)
             except Exception as exc:  # the whole transaction failed
                 for _, fut in batch:
                     if not fut.done():
@@ -377,11 +379,12 @@ class SqliteStore:
         self._idempotency_window_ms = idempotency_window_ms
         self._synchronous = synchronous
         self._db: aiosqlite.Connection | None = None
+        self._current_sync = synchronous
         self._ingest: _GroupCommit[_IngestItem, IngestResult] = _GroupCommit(
             self, self._ingest_batch, max_batch=512
         )
         self._records: _GroupCommit[AttemptRecord, RecordResult] = _GroupCommit(
-            self, self._record_batch, max_batch=1024
+            self, self._record_batch, max_batch=1024, durable=False
         )
 
     # -- plumbing -------------------------------------------------------------
@@ -453,8 +456,21 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise _classify_sqlite_error(exc) from exc
 
-    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _tx(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn`` in one write transaction.
+
+        ``durable=False`` is for the scheduler's own bookkeeping (claims,
+        attempt records, lease releases): losing such a commit to a power cut
+        only means a delivery is sent again, which at-least-once allows, so it
+        skips the fsync.  The next durable commit (an ingest) syncs the WAL,
+        earlier frames included.
+        """
+        sync = self._synchronous if durable else "NORMAL"
+
         def run(conn: sqlite3.Connection) -> T:
+            if self._current_sync != sync:
+                conn.execute(f"PRAGMA synchronous = {sync}")
+                self._current_sync = sync
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
@@ -917,7 +933,7 @@ class SqliteStore:
             ).fetchall()
             return [_claimed(r, now) for r in rows]
 
-        return await self._tx(work)
+        return await self._tx(work, durable=False)
 
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> list[RecordResult]:
         if len(records) == 1:
@@ -1015,7 +1031,7 @@ class SqliteStore:
                 total += cur.rowcount
             return total
 
-        return await self._tx(work)
+        return await self._tx(work, durable=False)
 
     async def next_due_at(self) -> int | None:
         """When the earliest scheduled delivery of an active, unpaused webhook is due."""
