@@ -8,7 +8,8 @@
 Prints a table of medians against the issue's targets and writes every run's
 figures to ``bench/results/latest.json``.  To measure another tree of hookd
 (say a snapshot taken with ``git archive``), put its ``src`` first on
-``PYTHONPATH``: every child process inherits it.
+``PYTHONPATH`` (every child process inherits it) and name its commit in
+``BENCH_HOOKD_COMMIT`` for the JSON.
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ ROWS: list[tuple[str, str, str, str, float | None, bool]] = [
     ("latency", "first_attempt_ms_p99", "ingest→first attempt p99 @1000/s", "ms", 50, False),
     ("latency", "ack_ms_p99", "202 latency p99 @1000/s", "ms", None, False),
     ("latency", "missing_attempts", "events without an attempt", "", 0, False),
+    ("backlog", "claim_ms_no_stats", "claim_due(256), full, no sqlite_stat1", "ms", None, False),
+    (
+        "backlog",
+        "claim_ms_webhook_stats_only",
+        "claim_due(256), full, webhooks stats",
+        "ms",
+        None,
+        False,
+    ),
     ("backlog", "claim_ms_start", "claim_due(256) at start", "ms", None, False),
     ("backlog", "claim_ms_middle", "claim_due(256) at middle", "ms", None, False),
     ("backlog", "claim_ms_end", "claim_due(256) at end", "ms", None, False),
@@ -128,17 +138,47 @@ def run(args: argparse.Namespace) -> int:
         sizes = replace(sizes, deliveries=args.deliveries)
     if args.backlog:
         sizes = replace(sizes, backlog=args.backlog)
+    if args.analyze:
+        sizes = replace(sizes, analyze=True)
     runs = args.runs or (1 if args.quick else 3)
     chosen = args.scenario or list(SCENARIOS)
-    if "isolation" in chosen and "throughput" not in chosen:
+    clean_from: dict[str, Any] | None = None
+    if args.clean_from:
+        clean_from = json.loads(Path(args.clean_from).read_text())["scenarios"]["throughput"]
+    elif "isolation" in chosen and "throughput" not in chosen:
         chosen = ["throughput", *chosen]  # isolation is relative to the clean run
     order = [s for s in SCENARIOS if s in chosen]
     started = time.time()
     summary: dict[str, Any] = {}
     out_path = Path(args.out) if args.out else RESULTS / "latest.json"
+
+    def write() -> None:
+        # After every run, so an interrupted benchmark keeps what it measured.
+        _isolation_ratio(summary, clean_from)
+        doc = {
+            "meta": {
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                "seconds": round(time.time() - started, 1),
+                "quick": bool(args.quick),
+                "runs": runs,
+                "sizes": asdict(sizes),
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+                "pythonpath": os.environ.get("PYTHONPATH", ""),
+                "git": git_state(REPO),
+                # the hookd measured: set BENCH_HOOKD_COMMIT when PYTHONPATH is a snapshot
+                "hookd_commit": os.environ.get("BENCH_HOOKD_COMMIT") or git_state(REPO)["commit"],
+                "hookd_path": _hookd_path(),
+            },
+            "scenarios": summary,
+        }
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(doc, indent=2) + "\n")
+
     for name in order:
         n = args.backlog_runs if name == "backlog" else runs
-        results = []
+        results: list[dict[str, Any]] = []
         for i in range(n):
             print(f"[bench] {name} run {i + 1}/{n} ...", file=sys.stderr, flush=True)
             t = time.monotonic()
@@ -146,29 +186,43 @@ def run(args: argparse.Namespace) -> int:
             result["wall_s"] = time.monotonic() - t
             results.append(result)
             print(f"[bench] {name}: {_brief(name, result)}", file=sys.stderr, flush=True)
-        summary[name] = {"runs": results, "median": _median_tree(results)}
-    if "isolation" in summary and "throughput" in summary:
-        clean = summary["throughput"]["median"]["deliveries_per_s"]
-        for r in summary["isolation"]["runs"]:
-            r["ratio"] = r["deliveries_per_s"] / clean if clean else 0.0
-        summary["isolation"]["median"] = _median_tree(summary["isolation"]["runs"])
-    doc = {
-        "meta": {
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "seconds": round(time.time() - started, 1),
-            "quick": bool(args.quick),
-            "runs": runs,
-            "sizes": asdict(sizes),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "pythonpath": os.environ.get("PYTHONPATH", ""),
-            "git": git_state(REPO),
-        },
-        "scenarios": summary,
-    }
+            summary[name] = {"runs": results, "median": _median_tree(results)}
+            write()
+    print(table(summary))
+    print(f"\nwritten: {out_path}")
+    return 0
+
+
+def _hookd_path() -> str:
+    import hookd
+
+    return str(Path(hookd.__file__).parent)
+
+
+def _isolation_ratio(summary: dict[str, Any], clean_from: dict[str, Any] | None = None) -> None:
+    clean_runs = summary.get("throughput") or clean_from
+    if "isolation" not in summary or not clean_runs:
+        return
+    clean = clean_runs["median"]["deliveries_per_s"]
+    for r in summary["isolation"]["runs"]:
+        r["ratio"] = r["deliveries_per_s"] / clean if clean else 0.0
+    summary["isolation"]["median"] = _median_tree(summary["isolation"]["runs"])
+
+
+def merge(args: argparse.Namespace) -> int:
+    """Combine the scenarios of several result files (later files win) into one."""
+    docs = [json.loads(Path(p).read_text()) for p in args.files]
+    summary: dict[str, Any] = {}
+    for doc in docs:
+        summary.update(doc["scenarios"])
+    _isolation_ratio(summary)
+    meta = dict(docs[-1]["meta"])
+    meta["merged_from"] = [
+        {"file": str(p), **d["meta"]} for p, d in zip(args.files, docs, strict=True)
+    ]
+    out_path = Path(args.out) if args.out else RESULTS / "latest.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(doc, indent=2) + "\n")
+    out_path.write_text(json.dumps({"meta": meta, "scenarios": summary}, indent=2) + "\n")
     print(table(summary))
     print(f"\nwritten: {out_path}")
     return 0
@@ -197,12 +251,26 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--backlog", type=int, help="backlog size")
     r.add_argument("--out", help="JSON output (default bench/results/latest.json)")
     r.add_argument("--keep", action="store_true", help="keep each run's directory")
+    r.add_argument(
+        "--clean-from",
+        help="result JSON whose throughput median is the isolation baseline (else it is run)",
+    )
+    r.add_argument(
+        "--analyze",
+        action="store_true",
+        help="what-if: ANALYZE the throughput/isolation databases first (full planner stats)",
+    )
+    m = sub.add_parser("merge", help="merge result files (e.g. scenarios run separately)")
+    m.add_argument("files", nargs="+")
+    m.add_argument("--out", help="default bench/results/latest.json")
     pr = sub.add_parser("profile", help="py-spy the daemon during the throughput scenario")
     profile.add_arguments(pr)
     args = p.parse_args(argv)
     install_cleanup()
     if args.command == "run":
         return run(args)
+    if args.command == "merge":
+        return merge(args)
     return profile.main(args)
 
 

@@ -25,7 +25,9 @@ from hookd.storage.base import AttemptRecord
 from hookd.storage.sqlite import SqliteStore
 
 
-async def drain(db: Path, total: int, batch: int, stop_at: int) -> dict[str, Any]:
+async def drain(
+    db: Path, total: int, batch: int, stop_at: int, close: bool = True
+) -> dict[str, Any]:
     store = SqliteStore(db)
     await store.open()
     pid = os.getpid()
@@ -74,7 +76,8 @@ async def drain(db: Path, total: int, batch: int, stop_at: int) -> dict[str, Any
                 (queued_before, len(claims), (t1 - t0) * 1000, (t3 - t2) * 1000, rss_mb(pid))
             )
     finally:
-        await store.close()
+        if close:
+            await store.close()
     elapsed = time.perf_counter() - started
     return {
         "drained": done,
@@ -92,9 +95,18 @@ def main() -> None:
     p.add_argument("--total", type=int, required=True, help="deliveries queued now")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--stop-at", type=int, default=0, help="leave this many queued")
+    p.add_argument(
+        "--no-close",
+        action="store_true",
+        help="exit without SqliteStore.close(), whose PRAGMA optimize may ANALYZE",
+    )
     args = p.parse_args()
-    result = asyncio.run(drain(args.db, args.total, args.batch, args.stop_at))
+    result = asyncio.run(
+        drain(args.db, args.total, args.batch, args.stop_at, close=not args.no_close)
+    )
     print(json.dumps(result), flush=True)
+    if args.no_close:
+        os._exit(0)  # committed work is in the WAL; skip the close-time optimize
 
 
 if __name__ == "__main__":

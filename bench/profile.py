@@ -63,6 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deliveries", type=int, help="queue size (default 200,000)")
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     p.add_argument("--top", type=int, default=30)
+    p.add_argument("--analyze", action="store_true", help="what-if: ANALYZE the database first")
+    p.add_argument("--out", default="profile", help="file stem under bench/results/")
 
 
 def _component(path: str) -> str | None:
@@ -129,7 +131,7 @@ def main(args: argparse.Namespace) -> int:
     sizes = QUICK if args.quick else FULL
     sizes = replace(sizes, deliveries=args.deliveries or (50_000 if args.quick else 200_000))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "profile.speedscope.json"
+    out = RESULTS / f"{args.out}.speedscope.json"
     holder: dict[str, subprocess.Popen[Any]] = {}
 
     def attach(daemon: Daemon) -> None:
@@ -153,7 +155,7 @@ def main(args: argparse.Namespace) -> int:
             cmd.append("--native")
         holder["spy"] = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    result = delivery_run(sizes, ["o"] * sizes.webhooks, on_ready=attach)
+    result = delivery_run(sizes, ["o"] * sizes.webhooks, on_ready=attach, analyze=args.analyze)
     spy = holder["spy"]
     spy.wait(60)
     if not out.exists():
@@ -165,7 +167,7 @@ def main(args: argparse.Namespace) -> int:
     summary["components_us_per_delivery"] = [
         (name, round(p * us / 100, 1)) for name, p in summary["components"]
     ]
-    (RESULTS / "profile.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(
         f"profiled {result['deliveries']} deliveries: {result['deliveries_per_s']:.0f}/s,"
         f" {us:.0f} µs CPU per delivery (py-spy attached), {summary['sampled_seconds']} s sampled"
@@ -184,5 +186,5 @@ def main(args: argparse.Namespace) -> int:
     print("\ninclusive time by function:")
     for name, p in summary["inclusive_functions"][: args.top]:
         print(f"  {p:6.2f}%  {name}")
-    print(f"\nwritten: {out} and {RESULTS / 'profile.json'}")
+    print(f"\nwritten: {out} and {RESULTS / (args.out + '.json')}")
     return 0

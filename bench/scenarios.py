@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,8 @@ class Sizes:
     backlog: int = 1_000_000
     backlog_probe_seconds: float = 15.0
     hang_timeout_ms: int = 2000
+    # ANALYZE the throughput/isolation databases before the daemon starts (what-if).
+    analyze: bool = False
 
 
 FULL = Sizes()
@@ -112,6 +115,7 @@ def delivery_run(
     keep: bool = False,
     on_ready: Callable[[Daemon], None] | None = None,
     max_seconds: float | None = None,
+    analyze: bool = False,
 ) -> dict[str, Any]:
     """Pre-queue ``sizes.deliveries`` over webhooks of ``kinds`` and let the daemon drain.
 
@@ -134,6 +138,12 @@ def delivery_run(
             ]
             t = time.monotonic()
             setup_db.prequeue_fanout(wd / "hookd.db", hooks, events)
+            if analyze:
+                # What-if: full planner statistics, i.e. the claim plan a pinned
+                # query would always get (not the default state; see backlog).
+                conn = sqlite3.connect(wd / "hookd.db")
+                conn.execute("ANALYZE")
+                conn.close()
             prequeue_s = time.monotonic() - t
             daemon.start()
             pid = daemon.pid
@@ -174,6 +184,7 @@ def delivery_run(
     cpu = cpu1 - cpu0
     return {
         "complete": complete,
+        "analyzed": analyze,
         "webhooks": len(kinds),
         "deliveries": events * len(kinds),
         "healthy_deliveries": healthy,
@@ -205,7 +216,7 @@ def delivery_run(
 
 
 def throughput(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
-    return delivery_run(sizes, ["o"] * sizes.webhooks, keep=keep)
+    return delivery_run(sizes, ["o"] * sizes.webhooks, keep=keep, analyze=sizes.analyze)
 
 
 def isolation_kinds(n: int) -> list[str]:
@@ -214,7 +225,7 @@ def isolation_kinds(n: int) -> list[str]:
 
 
 def isolation(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
-    return delivery_run(sizes, isolation_kinds(sizes.webhooks), keep=keep)
+    return delivery_run(sizes, isolation_kinds(sizes.webhooks), keep=keep, analyze=sizes.analyze)
 
 
 # -- ingest and latency ------------------------------------------------------------------
@@ -363,6 +374,32 @@ def _window(samples: list[list[float]], centre: int, width: int = 20) -> dict[st
     }
 
 
+def _drain(db_path: Path, queued: int, stop_at: int, close: bool = True) -> dict[str, Any]:
+    worker = spawn(
+        [
+            sys.executable,
+            "-m",
+            "bench.backlog_worker",
+            str(db_path),
+            "--total",
+            str(queued),
+            "--stop-at",
+            str(stop_at),
+            *([] if close else ["--no-close"]),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    out, _ = worker.communicate(timeout=3600)
+    stop(worker)
+    return dict(json.loads(out))
+
+
+def _has_stat1(db: Any) -> bool:
+    return bool(
+        db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone()[0]
+    )
+
+
 def backlog(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
     total = sizes.backlog
     left = 1000
@@ -376,31 +413,29 @@ def backlog(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
             t = time.monotonic()
             setup_db.prequeue_bulk(db_path, hook_ids, total)
             prequeue_s = time.monotonic() - t
+            # SQLite's plan for the claim depends on planner statistics
+            # (sqlite_stat1), so a few claims are timed in two states first.
+            # None: the database as written (hookd never ANALYZEs explicitly).
+            fresh = _drain(db_path, total, total - 3 * 256, close=False)
+            # Webhooks only: what PRAGMA optimize leaves when a store that ran
+            # webhook lookups (ingest, `hookd webhooks create`) closes; the
+            # throughput scenario's database, set up through the store API, is
+            # in this state.
+            conn = sqlite3.connect(db_path)
+            conn.execute("ANALYZE webhooks")
+            conn.close()
+            partial = _drain(db_path, total - 3 * 256, total - 6 * 256, close=False)
             # The daemon facing the whole backlog.
             probe_full = _probe(
                 Daemon(db_path, wd / "hookd.log"), receiver, sizes.backlog_probe_seconds
             )
             db = readonly_db(db_path)
             queued = total - count_status(db, "delivered")
+            # hookd's clean shutdown runs PRAGMA optimize, which may ANALYZE.
+            stat1 = _has_stat1(db)
             db.close()
             # The store API draining it, claim by claim, down to ``left`` queued.
-            worker = spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.backlog_worker",
-                    str(db_path),
-                    "--total",
-                    str(queued),
-                    "--stop-at",
-                    str(left),
-                ],
-                stdout=subprocess.PIPE,
-            )
-            assert worker.stdout is not None
-            out, _ = worker.communicate(timeout=1800)
-            stop(worker)
-            drain = json.loads(out)
+            drain = _drain(db_path, queued, left)
             # The daemon facing the last ``left``.
             probe_small = _probe(Daemon(db_path, wd / "hookd.log"), receiver, 20.0, until_ok=left)
         finally:
@@ -420,6 +455,9 @@ def backlog(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
         "backlog": total,
         "prequeue_s": prequeue_s,
         "windows": windows,
+        "claim_ms_no_stats": median([x[2] for x in fresh["samples"]]),
+        "claim_ms_webhook_stats_only": median([x[2] for x in partial["samples"]]),
+        "stat1_after_daemon_stop": stat1,
         "claim_ms_start": windows["start"]["claim_ms"],
         "claim_ms_middle": windows["middle"]["claim_ms"],
         "claim_ms_end": windows["end"]["claim_ms"],
