@@ -14,7 +14,7 @@ import ipaddress
 import json
 import random
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,7 +68,7 @@ class Api:
     scheduler: Scheduler
     clock: ManualClock
     config: Config
-    keys: dict[str, str] = field(default_factory=dict)
+    app: web.Application
 
     async def key(self, workspace: str | None, owner: str = "user_123") -> str:
         """A new API key: a workspace key, or a platform key for ``None``."""
@@ -143,7 +143,7 @@ async def api(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Api]:
     scheduler.start()
     session = aiohttp.ClientSession()
     try:
-        yield Api(f"http://127.0.0.1:{port}", session, store, scheduler, clock, config)
+        yield Api(f"http://127.0.0.1:{port}", session, store, scheduler, clock, config, app)
     finally:
         await session.close()
         await scheduler.stop(drain_timeout=0.5)

@@ -1,0 +1,142 @@
+"""Keys: which headers, which kinds, what is stored; routes that need none."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hookd.keys import digest_key
+from tests.api.conftest import Api
+
+
+def assert_error(reply: object, status: int, field: str) -> None:
+    from tests.api.conftest import Reply
+
+    assert isinstance(reply, Reply)
+    assert reply.status == status, reply.body
+    assert set(reply.body) == {"error", "message", "code"}
+    assert reply.body["code"] == status
+    assert reply.body["message"].startswith(f"{field}:"), reply.body["message"]
+
+
+async def test_missing_invalid_and_clashing_keys_are_401(api: Api) -> None:
+    key = await api.key("ws_a")
+    other = await api.key("ws_a")
+    cases: list[dict[str, str]] = [
+        {},
+        {"X-Api-Key": ""},
+        {"X-Api-Key": "sk_" + "0" * 48},
+        {"X-Api-Key": "not-a-key"},
+        {"X-Api-Key": "sk_" + "x" * 500},
+        {"Authorization": f"Basic {key}"},
+        {"Authorization": "Bearer"},
+        {"X-Api-Key": key, "Authorization": f"Bearer {other}"},
+        {"X-Api-Key": key, "Authorization": f"Basic {key}"},
+    ]
+    for headers in cases:
+        reply = await api.call("GET", "/v1/webhooks", headers=headers)
+        field = "Authorization" if "Basic" in headers.get("Authorization", "") else None
+        assert_error(reply, 401, field or reply.body["message"].split(":")[0])
+        assert reply.body["error"] == "Unauthorized"
+        assert reply.headers["WWW-Authenticate"] == 'Bearer realm="hookd"'
+    clash = await api.call(
+        "GET", "/v1/webhooks", headers={"X-Api-Key": key, "Authorization": f"Bearer {other}"}
+    )
+    assert "different keys" in clash.body["message"]
+
+
+async def test_header_given_twice_is_401(api: Api) -> None:
+    key = await api.key("ws_a")
+    async with api.session.get(
+        api.base_url + "/v1/webhooks", headers=[("X-Api-Key", key), ("X-Api-Key", key)]
+    ) as resp:
+        assert resp.status == 401
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        lambda k: {"X-Api-Key": k},
+        lambda k: {"Authorization": f"Bearer {k}"},
+        lambda k: {"authorization": f"bearer   {k}"},
+        lambda k: {"X-Api-Key": k, "Authorization": f"Bearer {k}"},
+    ],
+)
+async def test_either_header_or_both_with_the_same_key(api: Api, headers: object) -> None:
+    key = await api.key("ws_a")
+    reply = await api.call("GET", "/v1/webhooks", headers=headers(key))  # type: ignore[operator]
+    assert reply.status == 200
+
+
+async def test_revoked_key_is_401(api: Api) -> None:
+    key = await api.key("ws_a")
+    assert (await api.call("GET", "/v1/webhooks", key=key)).status == 200
+    (record,) = await api.store.list_api_keys()
+    assert await api.store.revoke_api_key(record.id)
+    reply = await api.call("GET", "/v1/webhooks", key=key)
+    assert_error(reply, 401, "X-Api-Key")
+    assert "revoked" in reply.body["message"]
+
+
+async def test_platform_key_needs_and_uses_x_workspace_id(api: Api) -> None:
+    key = await api.key(None, owner="user_platform")
+    missing = await api.call("GET", "/v1/webhooks", key=key)
+    assert_error(missing, 400, "X-Workspace-Id")
+    assert "platform key" in missing.body["message"]
+    for bad in ("ws_", "123", "ws_a b", "ws_" + "a" * 62, "ws_ü"):
+        reply = await api.call(
+            "GET", "/v1/webhooks", headers={"X-Api-Key": key, "X-Workspace-Id": bad}
+        )
+        assert_error(reply, 400, "X-Workspace-Id")
+    created = await api.call(
+        "POST",
+        "/v1/webhooks",
+        headers={"X-Api-Key": key, "X-Workspace-Id": "ws_new"},
+        json_body={"name": "n", "url": "https://a.example/x", "events": ["*"]},
+    )
+    assert created.status == 201
+    assert created.body["data"]["workspaceId"] == "ws_new"
+    assert created.body["data"]["createdBy"] == "user_platform"
+
+
+async def test_workspace_key_owner_is_created_by(api: Api) -> None:
+    key = await api.key("ws_a", owner="user_42")
+    hook = await api.webhook(key)
+    assert hook["createdBy"] == "user_42" and hook["workspaceId"] == "ws_a"
+
+
+def _database_bytes(directory: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in directory.glob("api.db*"))
+
+
+async def test_keys_are_stored_only_as_digests(api: Api, tmp_path: Path) -> None:
+    key = await api.key("ws_a")
+    await api.call("GET", "/v1/webhooks", key=key)
+    raw = _database_bytes(tmp_path)
+    assert key.encode() not in raw
+    assert digest_key(key) in raw
+
+
+async def test_public_routes_need_no_key(api: Api) -> None:
+    for path in ("/healthz", "/readyz", "/metrics", "/v1/openapi.json"):
+        reply = await api.call("GET", path)
+        assert reply.status == 200, path
+
+
+async def test_unknown_routes_and_methods_use_the_envelope(api: Api) -> None:
+    key = await api.key("ws_a")
+    for k in (None, key):
+        for path in ("/v1/nope", "/v1/webhooks/", "/v2/webhooks", "/"):
+            reply = await api.call("GET", path, key=k)
+            assert reply.status == 404
+            assert reply.body == {
+                "error": "Not Found",
+                "message": "The requested resource was not found",
+                "code": 404,
+            }
+        wrong = await api.call("PUT", "/v1/webhooks", key=k)
+        assert_error(wrong, 405, "method")
+        assert wrong.body["error"] == "Method Not Allowed"
+        assert wrong.headers["Allow"] == "GET, HEAD, POST"
+        assert (await api.call("DELETE", "/v1/events", key=k)).headers["Allow"] == "POST"
