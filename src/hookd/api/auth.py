@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -43,7 +44,12 @@ class Principal:
         return self.key.owner
 
 
-PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("hookd_principal", Principal)
+# web.RequestKey (typed request storage) arrived after the oldest aiohttp the
+# project accepts; older ones get the plain string key they expect.
+_REQUEST_KEY = getattr(web, "RequestKey", None)
+PRINCIPAL: Any = (
+    _REQUEST_KEY("hookd_principal", Principal) if _REQUEST_KEY is not None else "hookd_principal"
+)
 
 
 def unauthorized(message: str) -> ApiError:
@@ -135,4 +141,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def principal(request: web.Request) -> Principal:
-    return request[PRINCIPAL]
+    who = request.get(PRINCIPAL)
+    if not isinstance(who, Principal):  # pragma: no cover - a route missing from auth
+        raise RuntimeError("request was not authenticated")
+    return who
