@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from hookd.api.app import build_metrics_app
+from hookd.api.context import CONTEXT
 from hookd.keys import digest_key
-from tests.api.conftest import Api
+from tests.api.conftest import Api, Reply
 
 
-def assert_error(reply: object, status: int, field: str) -> None:
-    from tests.api.conftest import Reply
-
-    assert isinstance(reply, Reply)
+def assert_error(reply: Reply, status: int, field: str) -> None:
     assert reply.status == status, reply.body
     assert set(reply.body) == {"error", "message", "code"}
     assert reply.body["code"] == status
@@ -140,3 +140,14 @@ async def test_unknown_routes_and_methods_use_the_envelope(api: Api) -> None:
         assert wrong.body["error"] == "Method Not Allowed"
         assert wrong.headers["Allow"] == "GET, HEAD, POST"
         assert (await api.call("DELETE", "/v1/events", key=k)).headers["Allow"] == "POST"
+
+
+async def test_metrics_listener_answers_unknown_routes_in_the_envelope(api: Api) -> None:
+    app = build_metrics_app(api.app[CONTEXT])
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        assert (await client.get("/metrics")).status == 200
+        missing = await client.get("/v1/webhooks")
+        assert missing.status == 404
+        assert (await missing.json())["message"] == "The requested resource was not found"
+        wrong = await client.post("/metrics")
+        assert wrong.status == 405 and wrong.headers["Allow"] == "GET, HEAD"

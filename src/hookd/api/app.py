@@ -27,7 +27,7 @@ def build_app(ctx: AppContext) -> web.Application:
 
 
 def build_metrics_app(ctx: AppContext) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[error_middleware])
     app[CONTEXT] = ctx
     app.router.add_get("/metrics", health.metrics)
     return app
