@@ -506,3 +506,15 @@ async def test_sqlite_reopens_its_file_and_refuses_a_newer_schema(
     third = SqliteStore(path, clock)
     with pytest.raises(StoreError, match="newer"):
         await third.open()
+
+
+async def test_interrupted_test_sends_are_ended(contract_store: Store, clock: ManualClock) -> None:
+    s = contract_store
+    hook = await make_webhook(s)
+    claim = await s.create_test_delivery(hook, "test", {})
+    assert await s.end_interrupted_tests(clock.now_ms() - 1000) == 0
+    clock.advance(120)
+    assert await s.end_interrupted_tests(clock.now_ms() - 90_000) == 1
+    d = await s.get_delivery(WS, claim.delivery_id)
+    assert d is not None and d.status is Status.DEAD_LETTER
+    assert d.last_error == "test delivery interrupted"

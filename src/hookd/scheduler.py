@@ -104,6 +104,16 @@ class Scheduler:
 
     async def run(self) -> None:
         """Claim and dispatch until ``stop``; errors are logged and retried."""
+        # Test sends left pending by a dead process: older than any request
+        # could still be running.
+        cutoff = self.clock.now_ms() - round(self.config.lease_seconds * 1000)
+        try:
+            ended = await self.store.end_interrupted_tests(cutoff)
+        except StoreError as exc:
+            log.error("scheduler.cleanup_error", error=str(exc))
+        else:
+            if ended:
+                log.warning("scheduler.interrupted_tests_ended", count=ended)
         failures = 0
         while not self._stopping:
             try:

@@ -1193,6 +1193,25 @@ class SqliteStore:
 
         return await self._tx(work)
 
+    async def end_interrupted_tests(self, older_than_ms: int) -> int:
+        """Dead-letter test sends whose caller died before recording them.
+
+        A test delivery is never scheduled, so one whose process was killed
+        mid-request would otherwise stay pending for ever.
+        """
+        now = self.clock.now_ms()
+
+        def work(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "UPDATE deliveries SET status = 'dead_letter', next_attempt_at = NULL,"
+                " lease_token = NULL, status_reason = 'test delivery interrupted', updated_at = ?"
+                " WHERE is_test = 1 AND status = 'pending' AND created_at < ?",
+                (now, older_than_ms),
+            )
+            return cur.rowcount
+
+        return await self._tx(work)
+
     async def delete_delivered_before(self, cutoff_ms: int, batch: int) -> int:
         """Retention: drop one batch of old delivered deliveries (attempts cascade)."""
 
