@@ -20,8 +20,8 @@ def serve(db: Path) -> Iterator[Callable[..., Serve]]:
     """Start ``hookd serve`` on ``db`` with extra ``HOOKD_*`` (or other) variables."""
     started: list[Serve] = []
 
-    def start(**env: str) -> Serve:
-        process = Serve(serve_env(db, **env))
+    def start(ready: str = "hookd.started", **env: str) -> Serve:
+        process = Serve(serve_env(db, **env), ready=ready)
         started.append(process)
         return process
 

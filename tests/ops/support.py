@@ -211,7 +211,7 @@ def serve_env(db: Path, **overrides: str) -> dict[str, str]:
 class Serve:
     """``hookd serve`` with its stderr collected line by line by a thread."""
 
-    def __init__(self, env: dict[str, str], *args: str) -> None:
+    def __init__(self, env: dict[str, str], *args: str, ready: str = "hookd.started") -> None:
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self.proc = subprocess.Popen(
@@ -224,8 +224,8 @@ class Serve:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self.started = self.wait_for("hookd.started")
-        self.listen: list[str] = self.started["listen"]
+        self.started = self.wait_for(ready)
+        self.listen: list[str] = self.started.get("listen", [])
 
     def _read(self) -> None:
         assert self.proc.stderr is not None

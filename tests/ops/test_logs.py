@@ -91,6 +91,14 @@ def test_serve_logs_json_lines_with_one_record_per_attempt_and_no_secrets(
     assert key[len(key) // 2 :] not in output
 
 
+def test_the_configured_level_filters_records(serve: Callable[..., Serve]) -> None:
+    # A fresh database has no API key, which hookd warns about at start.
+    daemon = serve(ready="hookd.no_api_keys", HOOKD_LOGGING_LEVEL="warning")
+    assert daemon.stop() == 0
+    levels = {r["level"] for r in daemon.records()}
+    assert levels == {"warning"}, daemon.output
+
+
 def test_a_terminal_gets_readable_console_output(db: Path) -> None:
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
