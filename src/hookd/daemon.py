@@ -20,6 +20,7 @@ import time
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from hookd import __version__
 from hookd.api.app import build_app, build_metrics_app
@@ -115,7 +116,21 @@ class Daemon:
 
     async def _listen(self, app: web.Application, listen: str) -> None:
         host, port = split_listen(listen)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        patience = self.config.server.client_timeout_seconds
+        app.middlewares.append(_body_deadline(patience))
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=5.0,
+            # aiohttp arms this timer when a connection opens and only disarms it
+            # once a complete request head has arrived, so it is also the deadline
+            # for the headers: a client that opens a socket and stalls, or dribbles
+            # a header a byte at a time, is dropped after client_timeout_seconds.
+            keepalive_timeout=patience,
+            # How long unread body bytes are drained after an early answer (401, 408).
+            lingering_time=patience,
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
@@ -203,6 +218,32 @@ class Daemon:
                     )
             self.retention_sweeps += 1
             await asyncio.sleep(r.interval_seconds)
+
+
+def _body_deadline(seconds: float) -> Middleware:
+    """Bound the time a client may take to send its request body.
+
+    aiohttp has no body-read timeout: a client that sends its headers and then
+    trickles (or withholds) the body would hold its handler and connection
+    forever.  Bodies are small (``server.max_body_bytes``), so they are read
+    here, under the deadline, and cached for the handler.  Oversized bodies
+    are left to the handler, which refuses them on Content-Length at once.
+    """
+
+    @web.middleware
+    async def body_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+        declared = request.content_length
+        if request.can_read_body and (declared is None or declared <= request.client_max_size):
+            try:
+                async with asyncio.timeout(seconds):
+                    await request.read()
+            except TimeoutError:
+                raise web.HTTPRequestTimeout(
+                    text=f"request body not received within {seconds:g} s"
+                ) from None
+        return await handler(request)
+
+    return body_deadline
 
 
 async def serve(config: Config) -> int:
