@@ -1,7 +1,7 @@
 """The HTTP client side of a delivery attempt.
 
 One aiohttp session with keep-alive serves every attempt.  Each request has
-the webhook's timeoutMs as its *total* budget (connect, send, headers), never
+the webhook's timeoutMs as its *total* budget (connect, send, response), never
 follows a redirect, and reads at most ``max_response_bytes`` of the response
 (decompressing it ourselves, with the same bound, so a gzip bomb stays
 small).  Whatever happens, ``send`` returns a :class:`SendResult`; it never
