@@ -410,3 +410,15 @@ async def test_patch_changes_only_the_given_fields(api: Api, receiver: Receiver)
         hmac.new(s.encode(), sent.body, hashlib.sha256).hexdigest()
         for s in ("new-secret-0002", "old-secret-0001")
     )
+
+
+async def test_ingest_is_counted_once_in_metrics(api: Api) -> None:
+    key = await api.key("ws_a")
+    await api.webhook(key)
+    await api.webhook(key)
+    body = {"type": "a.b", "data": {}, "idempotencyKey": "once"}
+    for _ in range(2):
+        assert (await api.call("POST", "/v1/events", key=key, json_body=body)).status == 202
+    text = (await api.call("GET", "/metrics")).body
+    assert "hookd_events_ingested_total 1.0" in text
+    assert "hookd_deliveries_created_total 2.0" in text

@@ -48,6 +48,8 @@ async def ingest_event(request: web.Request) -> web.Response:
         raise ApiError(422, "idempotencyKey: already used for an event of another type") from None
     except (ValueError, TypeError) as exc:  # pragma: no cover - the strict parser prevents it
         raise bad_request("data", f"cannot be stored: {exc}") from None
+    # Counts only what was committed for the first time (repeats are skipped inside).
+    ctx.metrics.observe_ingest(result)
     headers: dict[str, str] = {}
     if result.duplicate:
         stored = json.loads(result.event.body).get("data")
