@@ -396,7 +396,13 @@ class SqliteStore:
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._call(self._configure)
             await self._tx(self._migrate)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, StoreError) as exc:
+            # Close the half-open connection: its worker thread would otherwise
+            # keep the process alive after the error is reported.
+            if self._db is not None:
+                db, self._db = self._db, None
+                with contextlib.suppress(sqlite3.Error):
+                    await db.close()
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
 
     def _configure(self, conn: sqlite3.Connection) -> None:
