@@ -518,3 +518,17 @@ async def test_interrupted_test_sends_are_ended(contract_store: Store, clock: Ma
     d = await s.get_delivery(WS, claim.delivery_id)
     assert d is not None and d.status is Status.DEAD_LETTER
     assert d.last_error == "test delivery interrupted"
+
+
+async def test_concurrent_replays_behind_an_inactive_webhook_replay_once(
+    contract_store: Store,
+) -> None:
+    s = contract_store
+    hook = await make_webhook(s)
+    delivery_id = await _dead_letter(s)
+    await s.update_webhook(WS, hook.id, WebhookChanges(status=WebhookStatus.INACTIVE), 0)
+    results = await asyncio.gather(
+        *(s.claim_for_replay(WS, delivery_id, LEASE_MS) for _ in range(4))
+    )
+    assert sum(r.replayed for r in results) == 1
+    assert all(r.claim is None for r in results)

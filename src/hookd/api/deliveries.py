@@ -21,7 +21,7 @@ from hookd.api.inputs import (
 from hookd.api.serialize import delivery_json, page, success
 from hookd.api.tasks import finish_even_if_cancelled
 from hookd.ids import is_id
-from hookd.models import ClaimedDelivery, Status, WebhookStatus
+from hookd.models import ClaimedDelivery, Status
 from hookd.storage import DeliveryFilter
 from hookd.validation import validate_event_type
 
@@ -121,15 +121,10 @@ async def replay_delivery(request: web.Request) -> web.Response:
         return success(await finish_even_if_cancelled(_attempt(ctx, replay.claim)))
     if replay.status is Status.DEAD_LETTER:
         raise ApiError(409, "webhookId: the delivery's webhook was deleted; it cannot be replayed")
-    if replay.status is not Status.PENDING:
+    if not replay.replayed:
+        # A concurrent replay got there first: it queued the delivery once.
         raise _not_dead_letter(replay.status)
-    # "pending" without a claim means either that we queued it behind an
-    # inactive webhook, or that a concurrent replay got there first (the store
-    # answers both alike).  An active webhook's replay always comes with a
-    # claim, so then it was the other request.
-    webhook = await ctx.store.get_webhook(workspace, delivery.webhook_id)
-    if webhook is not None and webhook.status is WebhookStatus.ACTIVE:
-        raise _not_dead_letter(Status.PENDING)
+    # Replayed without a claim: queued behind an inactive webhook, it waits.
     return success(
         {
             "deliveryId": delivery_id,

@@ -96,6 +96,9 @@ class ReplayClaim:
     found: bool
     status: Status | None = None  # the status that refused the replay, if any
     claim: ClaimedDelivery | None = None
+    # True when this call moved the delivery out of dead_letter: a concurrent
+    # replay that lost the race sees found=True, replayed=False.
+    replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

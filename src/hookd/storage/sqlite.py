@@ -1118,14 +1118,16 @@ class SqliteStore:
             if cur.rowcount != 1:  # pragma: no cover - guarded by the SELECT in this transaction
                 raise sqlite3.OperationalError("replay transition matched nothing")
             if not hook_active:
-                return ReplayClaim(found=True, status=Status.PENDING)
+                return ReplayClaim(found=True, status=Status.PENDING, replayed=True)
             claim = conn.execute(
                 f"SELECT {_CLAIM_COLUMNS} FROM deliveries d"
                 " JOIN events e ON e.id = d.event_id JOIN webhooks w ON w.id = d.webhook_id"
                 " WHERE d.id = ?",
                 (delivery_id,),
             ).fetchone()
-            return ReplayClaim(found=True, status=Status.PENDING, claim=_claimed(claim, now))
+            return ReplayClaim(
+                found=True, status=Status.PENDING, claim=_claimed(claim, now), replayed=True
+            )
 
         return await self._tx(work)
 
