@@ -532,3 +532,22 @@ async def test_concurrent_replays_behind_an_inactive_webhook_replay_once(
     )
     assert sum(r.replayed for r in results) == 1
     assert all(r.claim is None for r in results)
+
+
+async def test_replay_waits_for_a_rate_limit_pause(
+    contract_store: Store, clock: ManualClock
+) -> None:
+    s = contract_store
+    await make_webhook(s)
+    dead = await _dead_letter(s)
+    await s.ingest_event(WS, "t", {})
+    (claim,) = await s.claim_due(1, LEASE_MS, {}, 16)
+    limited = decide(
+        Counters(0, 3, 0, None), Outcome.RATE_LIMITED, 30.0, clock.now_ms(), _cfg(), _rng()
+    )
+    await s.record_attempts([record_for(claim, limited, 429)])
+    replay = await s.claim_for_replay(WS, dead, LEASE_MS)
+    assert replay.replayed and replay.claim is None
+    d = await s.get_delivery(WS, dead)
+    assert d is not None and d.status is Status.PENDING
+    assert d.next_attempt_at == clock.now_ms() + 30_000

@@ -124,7 +124,8 @@ async def replay_delivery(request: web.Request) -> web.Response:
     if not replay.replayed:
         # A concurrent replay got there first: it queued the delivery once.
         raise _not_dead_letter(replay.status)
-    # Replayed without a claim: queued behind an inactive webhook, it waits.
+    # Replayed without a claim: its webhook is inactive or paused by a 429, so
+    # the delivery waits in the queue like the rest of that endpoint's work.
     return success(
         {
             "deliveryId": delivery_id,

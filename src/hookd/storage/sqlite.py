@@ -1090,7 +1090,7 @@ class SqliteStore:
 
         def work(conn: sqlite3.Connection) -> ReplayClaim:
             row = conn.execute(
-                "SELECT d.status, w.status, w.deleted_at FROM deliveries d"
+                "SELECT d.status, w.status, w.deleted_at, w.paused_until FROM deliveries d"
                 " JOIN webhooks w ON w.id = d.webhook_id"
                 " WHERE d.id = ? AND (? IS NULL OR d.workspace_id = ?)",
                 (delivery_id, workspace_id, workspace_id),
@@ -1099,25 +1099,27 @@ class SqliteStore:
                 return ReplayClaim(found=False)
             if row[0] != Status.DEAD_LETTER.value or row[2] is not None:
                 return ReplayClaim(found=True, status=Status(row[0]))
-            hook_active = row[1] == WebhookStatus.ACTIVE.value
-            # A replay of an inactive webhook's delivery is queued and waits,
-            # like any pending delivery of that webhook; otherwise the API holds
-            # the lease and makes the first attempt itself.
+            paused_until = row[3] if row[3] is not None and row[3] > now else None
+            sendable = row[1] == WebhookStatus.ACTIVE.value and paused_until is None
+            # The API holds the lease and makes the first attempt itself, unless
+            # the webhook may not be sent to now: inactive (the delivery waits
+            # like its other pending work) or paused by a 429 (it waits for the
+            # Retry-After like the rest of the endpoint's queue).
             cur = conn.execute(
                 "UPDATE deliveries SET status = 'pending', budget_used = 0,"
                 " rate_limited_count = 0, rate_limited_since = NULL, status_reason = NULL,"
                 " lease_token = ?, next_attempt_at = ?, updated_at = ?"
                 " WHERE id = ? AND status = 'dead_letter'",
                 (
-                    token if hook_active else None,
-                    now + lease_ms if hook_active else now,
+                    token if sendable else None,
+                    now + lease_ms if sendable else max(now, paused_until or 0),
                     now,
                     delivery_id,
                 ),
             )
             if cur.rowcount != 1:  # pragma: no cover - guarded by the SELECT in this transaction
                 raise sqlite3.OperationalError("replay transition matched nothing")
-            if not hook_active:
+            if not sendable:
                 return ReplayClaim(found=True, status=Status.PENDING, replayed=True)
             claim = conn.execute(
                 f"SELECT {_CLAIM_COLUMNS} FROM deliveries d"
