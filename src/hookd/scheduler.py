@@ -167,6 +167,9 @@ class Scheduler:
         cfg = self.config
         free = cfg.concurrency - len(self._tasks)
         if free <= 0:
+            # Every slot busy is progress too: the loop is alive and waiting
+            # for attempts to finish, not stuck.
+            self.last_progress = time.monotonic()
             await self._wait_for_wake(cfg.poll_interval_seconds)
             return
         room = {
@@ -203,7 +206,6 @@ class Scheduler:
 
     def _dispatch(self, claim: ClaimedDelivery) -> None:
         self._per_webhook[claim.webhook_id] += 1
-        self.metrics.in_flight.inc()
         flight = _Flight(claim)
         task = asyncio.create_task(self._run_attempt(flight), name=f"attempt-{claim.delivery_id}")
         self._tasks[task] = flight
@@ -214,7 +216,6 @@ class Scheduler:
         self._per_webhook[claim.webhook_id] -= 1
         if self._per_webhook[claim.webhook_id] <= 0:
             del self._per_webhook[claim.webhook_id]
-        self.metrics.in_flight.dec()
         self._wake.set()
 
     async def _run_attempt(self, flight: _Flight) -> None:
@@ -240,7 +241,12 @@ class Scheduler:
         timestamp = self.clock.now_ms() // 1000
         headers = signature_headers(claim.event_id, timestamp, claim.body, claim.secrets)
         headers["X-Webhook-Event"] = event_type or claim.event_type
-        return await self.sender.send(claim.url, claim.body, headers, claim.timeout_ms)
+        # Counted here so replays and test sends made by the API show too.
+        self.metrics.in_flight.inc()
+        try:
+            return await self.sender.send(claim.url, claim.body, headers, claim.timeout_ms)
+        finally:
+            self.metrics.in_flight.dec()
 
     async def attempt(self, claim: ClaimedDelivery, flight: _Flight | None = None) -> AttemptReport:
         """Send ``claim`` once and record the attempt with its transition."""

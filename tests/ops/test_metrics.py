@@ -11,7 +11,6 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hookd.clock import ManualClock
@@ -231,11 +230,6 @@ def test_a_real_prometheus_sees_a_delivery_in_the_counters(
         log.close()
 
 
-@pytest.mark.xfail(
-    reason="POST /v1/events does not call ctx.metrics.observe_ingest(result) yet"
-    " (src/hookd/api/events.py belongs to the API work; remove this mark once it does)",
-    strict=False,
-)
 def test_events_posted_to_the_api_are_counted(
     serve: Callable[..., Serve], db: Path, threaded_receiver: Receiver
 ) -> None:

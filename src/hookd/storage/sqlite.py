@@ -1066,10 +1066,14 @@ class SqliteStore:
                 "SELECT status, count(*) FROM deliveries GROUP BY status"
             ):
                 by_status[status] = count
+            # Work that waits on purpose (inactive webhook, a 429 pause) is not
+            # late, so it stays out of the scheduling-lag figure.
             oldest = conn.execute(
-                "SELECT min(next_attempt_at) FROM deliveries"
-                " WHERE next_attempt_at <= ? AND lease_token IS NULL",
-                (now,),
+                "SELECT min(d.next_attempt_at) FROM deliveries d"
+                " JOIN webhooks w ON w.id = d.webhook_id"
+                " WHERE d.next_attempt_at <= ? AND d.lease_token IS NULL"
+                " AND w.status = 'active' AND (w.paused_until IS NULL OR w.paused_until <= ?)",
+                (now, now),
             ).fetchone()[0]
             in_flight = conn.execute(
                 "SELECT count(*) FROM deliveries WHERE next_attempt_at > ?"
