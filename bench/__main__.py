@@ -83,7 +83,15 @@ ROWS: list[tuple[str, str, str, str, float | None, bool]] = [
     ("backlog", "daemon_rss_mb_small", "daemon peak RSS, 1,000 queued", "MB", 100, False),
     ("isolation", "deliveries_per_s", "healthy deliveries/s", "/s", None, True),
     ("isolation", "ratio", "healthy vs clean run", "", 0.90, True),
+    # --analyze: the same two with full planner statistics (what a pinned claim plan gets)
+    ("throughput_analyzed", "deliveries_per_s", "deliveries/s (one process)", "/s", 6000, True),
+    ("throughput_analyzed", "cpu_us_per_delivery", "daemon CPU per delivery", "µs", 150, False),
+    ("throughput_analyzed", "cpu_utilisation", "daemon CPU utilisation", "cores", None, True),
+    ("throughput_analyzed", "peak_rss_mb", "daemon peak RSS", "MB", 100, False),
+    ("isolation_analyzed", "deliveries_per_s", "healthy deliveries/s", "/s", None, True),
+    ("isolation_analyzed", "ratio", "healthy vs clean run", "", 0.90, True),
 ]
+WHAT_IF = ("throughput", "isolation")
 
 
 def _median_tree(runs: list[Any]) -> Any:
@@ -111,7 +119,7 @@ def _fmt(value: float, unit: str) -> str:
 
 
 def table(summary: dict[str, Any]) -> str:
-    lines = [f"{'scenario':<11} {'metric':<40} {'median':>11}  {'target':>10}  ok", "-" * 80]
+    lines = [f"{'scenario':<19} {'metric':<40} {'median':>11}  {'target':>10}  ok", "-" * 88]
     for scenario, key, label, unit, target, higher in ROWS:
         med = summary.get(scenario, {}).get("median", {})
         if key not in med:
@@ -126,8 +134,8 @@ def table(summary: dict[str, Any]) -> str:
             tgt = ("≥ " if higher else "≤ ") + _fmt(target, unit)
         runs = len(summary[scenario]["runs"])
         lines.append(
-            f"{scenario:<11} {label:<40} {shown:>11}  {tgt:>10}  {verdict:<3}"
-            + (f" (n={runs})" if scenario == ROWS[0][0] and key == ROWS[0][1] else "")
+            f"{scenario:<19} {label:<40} {shown:>11}  {tgt:>10}  {verdict:<3}"
+            + (f" (n={runs})" if key == "deliveries_per_s" else "")
         )
     return "\n".join(lines)
 
@@ -178,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
 
     for name in order:
         n = args.backlog_runs if name == "backlog" else runs
+        key = name + ("_analyzed" if sizes.analyze and name in WHAT_IF else "")
         results: list[dict[str, Any]] = []
         for i in range(n):
             print(f"[bench] {name} run {i + 1}/{n} ...", file=sys.stderr, flush=True)
@@ -186,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
             result["wall_s"] = time.monotonic() - t
             results.append(result)
             print(f"[bench] {name}: {_brief(name, result)}", file=sys.stderr, flush=True)
-            summary[name] = {"runs": results, "median": _median_tree(results)}
+            summary[key] = {"runs": results, "median": _median_tree(results)}
             write()
     print(table(summary))
     print(f"\nwritten: {out_path}")
@@ -200,13 +209,15 @@ def _hookd_path() -> str:
 
 
 def _isolation_ratio(summary: dict[str, Any], clean_from: dict[str, Any] | None = None) -> None:
-    clean_runs = summary.get("throughput") or clean_from
-    if "isolation" not in summary or not clean_runs:
-        return
-    clean = clean_runs["median"]["deliveries_per_s"]
-    for r in summary["isolation"]["runs"]:
-        r["ratio"] = r["deliveries_per_s"] / clean if clean else 0.0
-    summary["isolation"]["median"] = _median_tree(summary["isolation"]["runs"])
+    for suffix in ("", "_analyzed"):
+        iso = summary.get("isolation" + suffix)
+        clean_runs = summary.get("throughput" + suffix) or clean_from
+        if not iso or not clean_runs:
+            continue
+        clean = clean_runs["median"]["deliveries_per_s"]
+        for r in iso["runs"]:
+            r["ratio"] = r["deliveries_per_s"] / clean if clean else 0.0
+        iso["median"] = _median_tree(iso["runs"])
 
 
 def merge(args: argparse.Namespace) -> int:
