@@ -43,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("serve", help="run the daemon: API, scheduler and metrics")
+    wk = sub.add_parser(
+        "worker", help="an extra delivery process (started by serve when delivery.workers > 1)"
+    )
+    wk.add_argument("--index", type=int, default=1)
     ck = sub.add_parser("check", help="exit 0 if the running daemon is ready, 1 if not")
     ck.add_argument(
         "--live",
@@ -105,7 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.logging.level, config.logging.format)
     try:
         if args.command == "serve":
-            return asyncio.run(serve(config))
+            return asyncio.run(serve(config, args.config))
+        if args.command == "worker":
+            from hookd.workers import run_worker
+
+            return asyncio.run(run_worker(config, args.index))
         if args.command == "check":
             return _check(config, "/healthz" if args.live else "/readyz")
         return asyncio.run(_with_store(config, lambda store: _dispatch(args, store, config)))

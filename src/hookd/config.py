@@ -58,9 +58,12 @@ class DatabaseConfig:
 class DeliveryConfig:
     # CIDRs outbound requests may reach despite the address policy.
     allow_networks: tuple[str, ...] = ()
-    # Attempts in flight at once, over all webhooks.
+    # Delivery processes: 1 is `hookd serve` alone; N > 1 adds N-1 `hookd worker`
+    # processes (see README, "Using every core").
+    workers: int = 1
+    # Attempts in flight at once, over all webhooks (per process).
     concurrency: int = 256
-    # Attempts in flight at once towards one webhook.
+    # Attempts in flight at once towards one webhook (per process).
     per_webhook_concurrency: int = 16
     # Most deliveries claimed by one database round trip.
     batch_size: int = 256
@@ -229,6 +232,8 @@ def validate(config: Config) -> Config:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
             raise ConfigError("delivery.allow_networks", f"not a CIDR: {cidr!r}") from None
+    if not 1 <= d.workers <= 64:
+        raise ConfigError("delivery.workers", f"must be between 1 and 64, got {d.workers}")
     for name in (
         "concurrency",
         "per_webhook_concurrency",

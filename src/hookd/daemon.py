@@ -33,6 +33,7 @@ from hookd.sender import AddressPolicy, Sender
 from hookd.storage import StoreError
 from hookd.storage.sqlite import SqliteStore
 from hookd.systemd import Notifier
+from hookd.workers import MergedRegistry, WorkerPool
 
 log = structlog.get_logger("hookd.daemon")
 
@@ -59,6 +60,7 @@ class Daemon:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         notifier: Notifier | None = None,
+        config_path: str | None = None,
     ) -> None:
         self.config = config
         self.notifier = notifier or Notifier()
@@ -76,6 +78,10 @@ class Daemon:
         self.context = AppContext(
             config, self.store, self.scheduler, self.metrics, self.clock, self.rng
         )
+        self.workers: WorkerPool | None = None
+        if config.delivery.workers > 1:
+            self.workers = WorkerPool(config.delivery.workers - 1, config_path)
+            self.metrics.exposed = MergedRegistry(self.metrics.registry, self.workers)
         self._runners: list[web.AppRunner] = []
         self._background: list[asyncio.Task[None]] = []
         self.bound: list[tuple[str, int]] = []
@@ -91,6 +97,8 @@ class Daemon:
             await self._listen(build_metrics_app(self.context), self.config.server.metrics_listen)
         await self.refresh_stats()
         self.scheduler.start()
+        if self.workers is not None:
+            await self.workers.start()
         self._background.append(asyncio.create_task(self._stats_loop(), name="hookd-stats"))
         if self.config.retention.delivered_max_age_seconds > 0:
             self._background.append(
@@ -147,7 +155,14 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._background.clear()
+        if self.workers is not None:
+            # Workers drain in parallel with this process's own scheduler.
+            stopping_workers = asyncio.create_task(
+                self.workers.stop(self.config.delivery.drain_timeout_seconds + 10)
+            )
         await self.scheduler.stop()
+        if self.workers is not None:
+            await stopping_workers
         for runner in reversed(self._runners):
             await runner.cleanup()
         await self.sender.close()
@@ -246,8 +261,8 @@ def _body_deadline(seconds: float) -> Middleware:
     return body_deadline
 
 
-async def serve(config: Config) -> int:
-    daemon = Daemon(config)
+async def serve(config: Config, config_path: str | None = None) -> int:
+    daemon = Daemon(config, config_path=config_path)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals_seen = 0

@@ -24,6 +24,7 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.registry import Collector
 
 from hookd import __version__
 from hookd.models import IngestResult, Status
@@ -45,6 +46,9 @@ REACHED_STATUSES = (Status.DELIVERED, Status.FAILED, Status.RATE_LIMITED, Status
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        # What /metrics renders: this registry, or one that adds the worker
+        # processes' series to it (see workers.MergedRegistry).
+        self.exposed: Collector = self.registry
         r = self.registry
         self.events_ingested = Counter(
             "hookd_events_ingested",

@@ -48,7 +48,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    body = generate_latest(ctx.metrics.registry)
+    body = generate_latest(ctx.metrics.exposed)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
