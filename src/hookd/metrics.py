@@ -128,10 +128,12 @@ class Metrics:
         # Memory, CPU and file descriptors of the process, as every exporter has them.
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
-        for outcome in METRIC_CLASSES:
-            self.attempts.labels(outcome=outcome)
-        for status in REACHED_STATUSES:
-            self.deliveries_reached.labels(status=status.value)
+        # The labelled children, created up front (every series starts at 0)
+        # and kept: looking a child up costs more than incrementing it.
+        self.attempts_by_outcome = {o: self.attempts.labels(outcome=o) for o in METRIC_CLASSES}
+        self.reached_by_status = {
+            s: self.deliveries_reached.labels(status=s.value) for s in REACHED_STATUSES
+        }
         for status in Status:
             self.queue_depth.labels(status=status.value)
 

@@ -307,7 +307,7 @@ class Scheduler:
         recorded: RecordResult,
     ) -> None:
         m = self.metrics
-        m.attempts.labels(outcome=metric_class).inc()
+        m.attempts_by_outcome[metric_class].inc()
         m.attempt_duration.observe(result.duration_ms / 1000)
         fields = {
             "delivery_id": claim.delivery_id,
@@ -330,7 +330,7 @@ class Scheduler:
                 **fields,
             )
             return
-        m.deliveries_reached.labels(status=transition.status.value).inc()
+        m.reached_by_status[transition.status].inc()
         if transition.deactivate_webhook_reason:
             m.webhooks_disabled.inc()
             log.warning(

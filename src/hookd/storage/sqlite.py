@@ -314,9 +314,9 @@ class _GroupCommit(Generic[I, R]):
         self._queue.append((item, fut))
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run())
-        # Shielded: a caller that goes away (client disconnect) must not
-        # cancel a commit other callers are waiting for.
-        return await asyncio.shield(fut)
+        # A caller that goes away (client disconnect) only cancels its own
+        # future: the batch, and the other callers waiting on it, go on.
+        return await fut
 
     async def _run(self) -> None:
         while self._queue:
