@@ -25,7 +25,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench import profile
+from bench import common, profile
 from bench.common import git_state, install_cleanup, median
 from bench.scenarios import FULL, QUICK, SCENARIOS, Sizes
 
@@ -149,6 +149,11 @@ def run(args: argparse.Namespace) -> int:
     if args.analyze:
         sizes = replace(sizes, analyze=True)
     runs = args.runs or (1 if args.quick else 3)
+    for item in args.daemon_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("HOOKD_"):
+            raise SystemExit(f"--daemon-env: expected HOOKD_KEY=VALUE, got {item!r}")
+        common.EXTRA_DAEMON_ENV[name] = value
     chosen = args.scenario or list(SCENARIOS)
     clean_from: dict[str, Any] | None = None
     if args.clean_from:
@@ -178,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
                 # the hookd measured: set BENCH_HOOKD_COMMIT when PYTHONPATH is a snapshot
                 "hookd_commit": os.environ.get("BENCH_HOOKD_COMMIT") or git_state(REPO)["commit"],
                 "hookd_path": _hookd_path(),
+                "daemon_env": dict(common.EXTRA_DAEMON_ENV),
             },
             "scenarios": summary,
         }
@@ -265,6 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument(
         "--clean-from",
         help="result JSON whose throughput median is the isolation baseline (else it is run)",
+    )
+    r.add_argument(
+        "--daemon-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for every daemon, e.g. HOOKD_DELIVERY_WORKERS=2",
     )
     r.add_argument(
         "--analyze",

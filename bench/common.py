@@ -120,6 +120,44 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def children(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (``hookd serve`` may start delivery workers)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/task/{current}/children", encoding="ascii") as f:
+                kids = [int(k) for k in f.read().split()]
+        except OSError:
+            continue
+        out += kids
+        todo += kids
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of ``pid``, its live descendants and the children it has already reaped."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    total = sum(int(x) for x in fields[11:15]) / CLK_TCK  # utime stime cutime cstime
+    for kid in children(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(kid)
+    return total
+
+
+def tree_hwm_mb(pid: int) -> tuple[float, float]:
+    """(largest peak RSS of one process, sum of current RSS) over ``pid`` and descendants."""
+    peak = hwm_mb(pid)
+    total = rss_mb(pid)
+    for kid in children(pid):
+        with contextlib.suppress(OSError, KeyError):
+            peak = max(peak, hwm_mb(kid))
+            total += rss_mb(kid)
+    return peak, total
+
+
 def thread_cpu_seconds(pid: int) -> dict[int, float]:
     """CPU seconds per thread id (the main thread's id is the pid)."""
     out: dict[int, float] = {}
@@ -157,8 +195,13 @@ DAEMON_ENV = {
 }
 
 
+# Set by ``--daemon-env KEY=VALUE`` (e.g. HOOKD_DELIVERY_WORKERS=2): applies to every daemon.
+EXTRA_DAEMON_ENV: dict[str, str] = {}
+
+
 def hookd_env(db_path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = child_env(DAEMON_ENV)
+    env.update(EXTRA_DAEMON_ENV)
     env["HOOKD_DATABASE_PATH"] = str(db_path)
     if extra:
         env.update(extra)
@@ -229,11 +272,19 @@ class Daemon:
         return f"http://{self.listen}{path}"
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        """CPU seconds of the daemon and any worker processes it started."""
+        return tree_cpu_seconds(self.pid)
+
+    def processes(self) -> int:
+        return 1 + len(children(self.pid))
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.proc is not None:
+            kids = children(self.proc.pid) if self.proc.poll() is None else []
             stop(self.proc, timeout)
+            for kid in kids:  # delivery workers that outlived serve
+                with contextlib.suppress(OSError):
+                    os.kill(kid, signal.SIGKILL)
         with contextlib.suppress(Exception):
             self._log.close()
 

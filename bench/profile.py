@@ -152,6 +152,7 @@ def main(args: argparse.Namespace) -> int:
             "--rate",
             str(args.rate),
             "--nonblocking",
+            "--subprocesses",  # delivery workers, when HOOKD_DELIVERY_WORKERS > 1
             "--format",
             "speedscope",
             "--output",

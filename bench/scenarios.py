@@ -25,13 +25,13 @@ from bench.common import (
     Daemon,
     count_status,
     create_key,
-    hwm_mb,
     median,
     readonly_db,
     rss_mb,
     spawn,
     stop,
     thread_cpu_seconds,
+    tree_hwm_mb,
 )
 from bench.setup_db import Hook
 
@@ -170,7 +170,8 @@ def delivery_run(
             done_at = time.monotonic()
             cpu1 = daemon.cpu()
             threads1 = thread_cpu_seconds(pid)
-            peak = hwm_mb(pid)
+            peak, rss_total = tree_hwm_mb(pid)
+            processes = daemon.processes()
             stats = receiver.stats()
             attempts = int(db.execute("SELECT count(*) FROM attempts").fetchone()[0])
             db.close()
@@ -202,9 +203,13 @@ def delivery_run(
         "cpu_s": cpu,
         "cpu_us_per_delivery": cpu / max(delivered, 1) * 1e6,
         "cpu_us_per_attempt": cpu / max(attempts, 1) * 1e6,
+        # share of all daemon CPU spent on serve's event-loop thread
         "main_thread_cpu_share": main_cpu / cpu if cpu else 0.0,
         "cpu_utilisation": cpu / (done_at - daemon.ready_at),
+        # the largest peak RSS of one daemon process (serve or a delivery worker)
         "peak_rss_mb": peak,
+        "rss_mb_all_processes_end": rss_total,
+        "daemon_processes": processes,
         "rss_mb_max_sampled": max(rss_samples, default=0.0),
         "log_lines_delivery_attempt": logs["delivery.attempt"],
         "log_bytes_per_attempt": log_bytes / max(attempts, 1),
@@ -286,7 +291,7 @@ def ingest(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
             assert gen.stdout is not None
             json.loads(gen.stdout.readline())  # ready
             result = _drive(gen, daemon, key)
-            result["peak_rss_mb"] = hwm_mb(daemon.pid)
+            result["peak_rss_mb"] = tree_hwm_mb(daemon.pid)[0]
             result["delivered_meanwhile"] = int(receiver.stats()["ok"])
             db = readonly_db(wd / "hookd.db")
             result["events_in_db"] = int(db.execute("SELECT count(*) FROM events").fetchone()[0])
@@ -321,7 +326,7 @@ def latency(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
             key = _api_setup(wd, f"http://127.0.0.1:{port}/o/latency")
             daemon.start()
             result = _drive(gen, daemon, key)
-            result["peak_rss_mb"] = hwm_mb(daemon.pid)
+            result["peak_rss_mb"] = tree_hwm_mb(daemon.pid)[0]
             result["daemon_cpu_us_per_event"] = (
                 result["daemon_cpu_s"] / (sizes.latency_rate * sizes.latency_seconds) * 1e6
             )
@@ -357,7 +362,7 @@ def _probe(
         "cpu_us_per_delivery": (daemon.cpu() - cpu0) / max(stats["ok"] - base, 1) * 1e6,
         "rss_mb_ready": rss_ready,
         "rss_mb_end": rss_mb(pid),
-        "peak_rss_mb": hwm_mb(pid),
+        "peak_rss_mb": tree_hwm_mb(pid)[0],
     }
     daemon.stop(30)
     return out
