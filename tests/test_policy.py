@@ -175,7 +175,16 @@ def test_rate_limited_without_retry_after_uses_the_lane_backoff() -> None:
         counters(rl=3, since=NOW_MS), Outcome.RATE_LIMITED, None, NOW_MS, cfg, random.Random(0)
     )
     assert t.next_attempt_at is not None
-    assert NOW_MS <= t.next_attempt_at <= NOW_MS + 80_000  # 4th 429: ceiling 10 * 2**3 s
+    # 4th 429: ceiling 10 * 2**3 s, drawn from its upper half.
+    assert NOW_MS + 40_000 <= t.next_attempt_at <= NOW_MS + 80_000
+
+
+@pytest.mark.parametrize("retry_after", [0.0, None])
+def test_retry_after_zero_or_past_falls_back_to_the_lane_backoff(retry_after: float | None) -> None:
+    for seed in range(20):
+        t = decide(counters(), Outcome.RATE_LIMITED, retry_after, NOW_MS, CFG, random.Random(seed))
+        assert t.next_attempt_at is not None
+        assert NOW_MS + 5_000 <= t.next_attempt_at <= NOW_MS + 10_000
 
 
 def test_gone_deactivates_the_webhook() -> None:

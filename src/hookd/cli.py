@@ -203,6 +203,7 @@ async def _webhooks(args: argparse.Namespace, store: SqliteStore, config: Config
                     **({"secret": args.secret} if args.secret is not None else {}),
                 },
                 max_timeout_ms=config.delivery.max_timeout_ms,
+                allow_networks=config.delivery.allow_networks,
             )
         except ValidationError as exc:
             raise UsageError(f"--{exc.field.lower()}: {exc.message}") from None

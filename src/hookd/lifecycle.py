@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from hookd.config import DeliveryConfig
 from hookd.models import Status
-from hookd.policy import Outcome, backoff_seconds
+from hookd.policy import Outcome, backoff_seconds, rate_limit_backoff_seconds
 
 ERROR_WEBHOOK_DELETED = "webhook deleted"
 ERROR_BLOCKED = "blocked"
@@ -100,10 +100,13 @@ def decide(
                 since,
                 dead_letter_reason="rate limited for longer than the lane allows",
             )
-        if retry_after_seconds is not None:
+        if retry_after_seconds is not None and retry_after_seconds > 0:
             delay = retry_after_seconds
         else:
-            delay = backoff_seconds(
+            # No usable Retry-After, or "0" / a date already past (often a
+            # skewed clock): retrying at once would hammer an endpoint that just
+            # said it is overloaded, so the lane's own backoff decides.
+            delay = rate_limit_backoff_seconds(
                 count,
                 base=config.rate_limit_backoff_base_seconds,
                 cap=config.rate_limit_backoff_cap_seconds,

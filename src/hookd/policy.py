@@ -94,6 +94,20 @@ def backoff_seconds(
     return rng.uniform(0, ceiling)
 
 
+def rate_limit_backoff_seconds(
+    rate_limited: int, *, base: float, cap: float, rng: random.Random
+) -> float:
+    """The 429 lane's own delay after ``rate_limited`` 429s, when Retry-After gives none.
+
+    "Equal jitter": uniform over the upper half of min(cap, base * 2**(n-1)), so
+    a receiver that asked us to slow down always gets at least half the
+    ceiling, yet a herd of limited deliveries still spreads out.
+    """
+    n = max(1, rate_limited)
+    ceiling = min(cap, base * math.pow(2, min(n - 1, 60)))
+    return rng.uniform(ceiling / 2, ceiling)
+
+
 def parse_retry_after(value: str | None, now_ms: int, max_seconds: float) -> float | None:
     """Seconds to wait according to a Retry-After header, clamped to ``max_seconds``.
 
