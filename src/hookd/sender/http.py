@@ -62,6 +62,9 @@ def _blocked(exc: BaseException) -> bool:
     return False
 
 
+_REFUSAL_CACHE_SIZE = 16_384
+
+
 class Sender:
     def __init__(
         self,
@@ -76,6 +79,7 @@ class Sender:
         self.user_agent = user_agent
         # None: aiohttp's default resolver.  Tests inject one to play DNS rebinding.
         self.resolver = resolver
+        self._refusals: dict[str, bool] = {}
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -174,11 +178,20 @@ class Sender:
         return SendResult(status, None, None, text, retry_after, elapsed_ms())
 
     def _refused_without_dns(self, url: str) -> bool:
+        # The answer depends only on the URL and this sender's fixed policy, and
+        # a box sends to the same few thousand URLs again and again: remember it.
+        known = self._refusals.get(url)
+        if known is not None:
+            return known
         try:
             host = URL(url).raw_host
         except (ValueError, UnicodeError):
             return False  # aiohttp reports it as an invalid URL
-        return host is not None and static_refusal(host, self.policy) is not None
+        refused = host is not None and static_refusal(host, self.policy) is not None
+        if len(self._refusals) >= _REFUSAL_CACHE_SIZE:
+            self._refusals.clear()
+        self._refusals[url] = refused
+        return refused
 
     async def _read_body(self, resp: aiohttp.ClientResponse, out: bytearray) -> str:
         """Read and decode at most ``max_response_bytes`` into ``out``."""
