@@ -551,3 +551,38 @@ async def test_replay_waits_for_a_rate_limit_pause(
     d = await s.get_delivery(WS, dead)
     assert d is not None and d.status is Status.PENDING
     assert d.next_attempt_at == clock.now_ms() + 30_000
+
+
+async def test_claim_looks_past_webhooks_at_their_limit(contract_store: Store) -> None:
+    s = contract_store
+    slow = await make_webhook(s, events=("slow",))
+    fast = await make_webhook(s, events=("fast",))
+    # The slow endpoint's backlog fills the head of the queue, far past one scan window.
+    await asyncio.gather(*(s.ingest_event(WS, "slow", {}) for _ in range(300)))
+    await asyncio.gather(*(s.ingest_event(WS, "fast", {}) for _ in range(20)))
+    claims = await s.claim_due(40, LEASE_MS, {}, 4)
+    per_hook: dict[str, int] = {}
+    for c in claims:
+        per_hook[c.webhook_id] = per_hook.get(c.webhook_id, 0) + 1
+    assert per_hook == {slow.id: 4, fast.id: 4}
+
+
+async def test_sqlite_claim_plan_walks_the_due_index_whatever_the_statistics(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    from hookd.storage.sqlite import _CLAIM_SCAN_SQL
+
+    store = SqliteStore(tmp_path / "plan.db", clock)
+    await store.open()
+    await make_webhook(store)
+    for _ in range(50):
+        await store.ingest_event(WS, "t", {})
+    # Statistics for webhooks alone: what PRAGMA optimize may leave behind.
+    await store._call(lambda c: c.execute("ANALYZE webhooks"))
+    plan = await store._call(
+        lambda c: c.execute("EXPLAIN QUERY PLAN " + _CLAIM_SCAN_SQL, (0, 0, "[]", 10)).fetchall()
+    )
+    await store.close()
+    details = " | ".join(str(row[-1]) for row in plan)
+    assert "deliveries_due" in details
+    assert "TEMP B-TREE" not in details, details
