@@ -107,3 +107,30 @@ async def test_a_killed_worker_is_restarted(daemon: DaemonProcess) -> None:
     assert len(started()) == 3 and victim not in started()[2:]
     assert any('"worker.exited"' in line for line in daemon.log_lines)
     assert await daemon.terminate() == 0
+
+
+async def test_workers_exit_when_serve_is_killed(daemon: DaemonProcess) -> None:
+    await daemon.start()
+    for _ in range(100):
+        pids = [
+            int(json.loads(line)["pid"]) for line in daemon.log_lines if '"worker.ready"' in line
+        ]
+        if len(pids) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert len(pids) == 2
+    await asyncio.wait_for(daemon.kill(), 30)  # returns once the workers closed stderr too
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    for _ in range(100):
+        if all(gone(p) for p in pids):
+            break
+        await asyncio.sleep(0.1)
+    assert all(gone(p) for p in pids)
+    assert any('"worker.orphaned"' in line for line in daemon.log_lines)

@@ -95,7 +95,9 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        # One write() per line (print() makes two): with worker processes
+        # sharing the stream, a line is never torn by another process's line.
+        logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(out)

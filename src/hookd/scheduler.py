@@ -54,12 +54,14 @@ class AttemptReport:
 
 
 class _Flight:
-    """One attempt in flight, and whether its result reached the database."""
+    """One attempt in flight: whether it still holds a slot, and whether its
+    result reached the database."""
 
-    __slots__ = ("claim", "recorded")
+    __slots__ = ("claim", "holds_slot", "recorded")
 
     def __init__(self, claim: ClaimedDelivery) -> None:
         self.claim = claim
+        self.holds_slot = True
         self.recorded = False
 
 
@@ -84,6 +86,8 @@ class Scheduler:
         self._stopping = False
         self._tasks: dict[asyncio.Task[None], _Flight] = {}
         self._per_webhook: Tally[str] = Tally()
+        # Attempts holding a concurrency slot (their HTTP exchange is not over).
+        self._sending = 0
         # Monotonic time of the last completed loop iteration, for readiness.
         self.last_progress = time.monotonic()
         self._loop_task: asyncio.Task[None] | None = None
@@ -165,8 +169,10 @@ class Scheduler:
 
     async def _iterate(self) -> None:
         cfg = self.config
-        free = cfg.concurrency - len(self._tasks)
-        if free <= 0:
+        free = cfg.concurrency - self._sending
+        if free <= 0 or len(self._tasks) >= 2 * cfg.concurrency:
+            # (The second bound: attempts whose records wait on a slow
+            # database; claiming more would only pile up leases.)
             # Every slot busy is progress too: the loop is alive and waiting
             # for attempts to finish, not stuck.
             self.last_progress = time.monotonic()
@@ -206,16 +212,25 @@ class Scheduler:
 
     def _dispatch(self, claim: ClaimedDelivery) -> None:
         self._per_webhook[claim.webhook_id] += 1
+        self._sending += 1
         flight = _Flight(claim)
         task = asyncio.create_task(self._run_attempt(flight), name=f"attempt-{claim.delivery_id}")
         self._tasks[task] = flight
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        claim = self._tasks.pop(task).claim
-        self._per_webhook[claim.webhook_id] -= 1
-        if self._per_webhook[claim.webhook_id] <= 0:
-            del self._per_webhook[claim.webhook_id]
+        self._release_slot(self._tasks.pop(task))
+        self._wake.set()
+
+    def _release_slot(self, flight: _Flight) -> None:
+        if not flight.holds_slot:
+            return
+        flight.holds_slot = False
+        self._sending -= 1
+        webhook_id = flight.claim.webhook_id
+        self._per_webhook[webhook_id] -= 1
+        if self._per_webhook[webhook_id] <= 0:
+            del self._per_webhook[webhook_id]
         self._wake.set()
 
     async def _run_attempt(self, flight: _Flight) -> None:
@@ -266,6 +281,16 @@ class Scheduler:
             claim.rate_limited_since,
         )
         transition = decide(counters, verdict.outcome, retry_after, now, self.config, self.rng)
+        if (
+            flight is not None
+            and transition.pause_webhook_until is None
+            and transition.deactivate_webhook_reason is None
+        ):
+            # The exchange is over: the endpoint's slot is free for its next
+            # delivery while this one's record commits (the lease still guards
+            # the delivery itself).  A 429 or 410 keeps the slot until its pause
+            # or deactivation is in the database, so no claim can slip past it.
+            self._release_slot(flight)
         record = AttemptRecord(
             delivery_id=claim.delivery_id,
             lease_token=claim.lease_token,

@@ -172,12 +172,23 @@ async def run_worker(config: Config, index: int) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     def report() -> None:
-        sys.stdout.write(json.dumps({"metrics": snapshot(metrics.registry)}) + "\n")
-        sys.stdout.flush()
+        # serve may be gone (killed): a closed pipe must not stop the worker
+        # from draining and closing its store.
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.write(json.dumps({"metrics": snapshot(metrics.registry)}) + "\n")
+            sys.stdout.flush()
+
+    parent = os.getppid()
 
     async def reporter() -> None:
         while True:
             await asyncio.sleep(SNAPSHOT_INTERVAL_SECONDS)
+            if os.getppid() != parent:
+                # serve died without stopping us (SIGKILL, OOM): a worker must
+                # not outlive it, or a restarted serve would start more beside us.
+                log.error("worker.orphaned", parent_pid=parent)
+                stop.set()
+                return
             report()
 
     await store.open()
@@ -188,11 +199,14 @@ async def run_worker(config: Config, index: int) -> int:
     try:
         await stop.wait()
     finally:
-        await scheduler.stop()
-        reporting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reporting
-        report()
-        await sender.close()
-        await store.close()
+        try:
+            await scheduler.stop()
+            reporting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporting
+            report()
+        finally:
+            # The store's thread would keep the process alive if left open.
+            await sender.close()
+            await store.close()
     return 0
