@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from hookd.api import deliveries, events, health, openapi, webhooks
-from hookd.api.auth import auth_middleware
+from hookd.api.auth import KEY_CACHE, KeyCache, auth_middleware
 from hookd.api.context import CONTEXT, AppContext
 from hookd.api.errors import error_middleware
 
@@ -18,6 +18,7 @@ def build_app(ctx: AppContext) -> web.Application:
         middlewares=[error_middleware, auth_middleware],
     )
     app[CONTEXT] = ctx
+    app[KEY_CACHE] = KeyCache()
     health.add_routes(app)
     openapi.add_routes(app)
     webhooks.add_routes(app)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,13 +95,47 @@ def _plausible(key: str) -> bool:
     )
 
 
+class KeyCache:
+    """Keys found recently, so a busy client is not a database read per request.
+
+    Entries live ``ttl`` seconds: a key revoked with ``hookd keys revoke`` (often
+    from another process, which cannot tell us) stops working within that time.
+    Only keys that exist are kept, so random keys cannot fill the cache.
+    """
+
+    def __init__(self, ttl: float = 2.0, size: int = 10_000) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._entries: dict[bytes, tuple[float, tuple[ApiKey, bytes]]] = {}
+
+    def get(self, digest: bytes, now: float) -> tuple[ApiKey, bytes] | None:
+        entry = self._entries.get(digest)
+        if entry is None or entry[0] < now:
+            return None
+        return entry[1]
+
+    def put(self, digest: bytes, found: tuple[ApiKey, bytes], now: float) -> None:
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[digest] = (now + self.ttl, found)
+
+
+KEY_CACHE: web.AppKey[KeyCache] = web.AppKey("hookd_key_cache", KeyCache)
+
+
 async def authenticate(request: web.Request) -> Principal:
     store = request.app[CONTEXT].store
     key = presented_key(request)
     if not _plausible(key):
         raise unauthorized(f"{API_KEY_HEADER}: invalid API key")
     digest = digest_key(key)
-    found = await store.find_api_key(digest)
+    cache = request.app[KEY_CACHE]
+    now = time.monotonic()
+    found = cache.get(digest, now)
+    if found is None:
+        found = await store.find_api_key(digest)
+        if found is not None:
+            cache.put(digest, found, now)
     if found is None or not hmac.compare_digest(found[1], digest):
         raise unauthorized(f"{API_KEY_HEADER}: invalid API key")
     api_key = found[0]
