@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import sys
 import urllib.error
 import urllib.request
@@ -23,7 +22,7 @@ from hookd.daemon import open_store, serve, split_listen
 from hookd.ids import iso_ms
 from hookd.keys import generate_key, new_owner_id
 from hookd.logs import configure_logging
-from hookd.models import NewWebhook, Status
+from hookd.models import Status
 from hookd.storage import DeliveryFilter, StoreError
 from hookd.storage.sqlite import SqliteStore
 
@@ -207,18 +206,7 @@ async def _webhooks(args: argparse.Namespace, store: SqliteStore, config: Config
             )
         except ValidationError as exc:
             raise UsageError(f"--{exc.field.lower()}: {exc.message}") from None
-        webhook = await store.create_webhook(
-            NewWebhook(
-                workspace_id=args.workspace,
-                name=fields.name,
-                url=fields.url,
-                events=fields.events,
-                secret=fields.secret or secrets.token_hex(32),
-                retry_attempts=fields.retry_attempts,
-                timeout_ms=fields.timeout_ms,
-                created_by="cli",
-            )
-        )
+        webhook = await store.create_webhook(fields.new_webhook(args.workspace, "cli"))
         _print_json(
             {
                 "_id": webhook.id,

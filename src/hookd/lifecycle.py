@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 
 from hookd.config import DeliveryConfig
-from hookd.models import Status
+from hookd.models import ClaimedDelivery, Status
 from hookd.policy import Outcome, backoff_seconds, rate_limit_backoff_seconds
 
 ERROR_WEBHOOK_DELETED = "webhook deleted"
@@ -29,6 +29,15 @@ class Counters:
     retry_attempts: int
     rate_limited_count: int
     rate_limited_since: int | None
+
+    @classmethod
+    def of(cls, claim: ClaimedDelivery) -> Counters:
+        return cls(
+            claim.budget_used,
+            claim.retry_attempts,
+            claim.rate_limited_count,
+            claim.rate_limited_since,
+        )
 
 
 @dataclass(frozen=True, slots=True)

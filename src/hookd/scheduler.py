@@ -53,6 +53,29 @@ class AttemptReport:
         return self.transition.status
 
 
+def attempt_record(
+    claim: ClaimedDelivery,
+    started_at: int,
+    result: SendResult,
+    metric_class: str,
+    transition: Transition,
+) -> AttemptRecord:
+    """What the store writes for one attempt of ``claim`` (scheduler, replay, test send)."""
+    return AttemptRecord(
+        delivery_id=claim.delivery_id,
+        lease_token=claim.lease_token,
+        webhook_id=claim.webhook_id,
+        number=claim.attempt_count + 1,
+        started_at=started_at,
+        duration_ms=result.duration_ms,
+        status_code=result.status_code,
+        error=result.error_text,
+        response_body=result.body,
+        outcome=metric_class,
+        transition=transition,
+    )
+
+
 class _Flight:
     """One attempt in flight: whether it still holds a slot, and whether its
     result reached the database."""
@@ -274,12 +297,7 @@ class Scheduler:
             retry_after = parse_retry_after(
                 result.retry_after, now, self.config.retry_after_max_seconds
             )
-        counters = Counters(
-            claim.budget_used,
-            claim.retry_attempts,
-            claim.rate_limited_count,
-            claim.rate_limited_since,
-        )
+        counters = Counters.of(claim)
         transition = decide(counters, verdict.outcome, retry_after, now, self.config, self.rng)
         if (
             flight is not None
@@ -291,19 +309,7 @@ class Scheduler:
             # the delivery itself).  A 429 or 410 keeps the slot until its pause
             # or deactivation is in the database, so no claim can slip past it.
             self._release_slot(flight)
-        record = AttemptRecord(
-            delivery_id=claim.delivery_id,
-            lease_token=claim.lease_token,
-            webhook_id=claim.webhook_id,
-            number=claim.attempt_count + 1,
-            started_at=started_at,
-            duration_ms=result.duration_ms,
-            status_code=result.status_code,
-            error=result.error_text,
-            response_body=result.body,
-            outcome=verdict.metric_class,
-            transition=transition,
-        )
+        record = attempt_record(claim, started_at, result, verdict.metric_class, transition)
         recorded = await self._record_shielded(record, flight)
         self._observe(claim, result, verdict.metric_class, transition, recorded)
         return AttemptReport(claim, result, transition, recorded.applied)

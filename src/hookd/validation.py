@@ -7,13 +7,14 @@ the API's camelCase, so the 400 body can say exactly what to fix.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from hookd.config import MAX_RETRY_ATTEMPTS, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS
-from hookd.models import WebhookStatus
+from hookd.models import NewWebhook, WebhookStatus
 from hookd.sender.addresses import AddressPolicy, destination_problem
 from hookd.sender.signing import is_valid_whsec
 from hookd.storage.base import WebhookChanges
@@ -48,6 +49,19 @@ class WebhookFields:
     secret: str | None
     retry_attempts: int
     timeout_ms: int
+
+    def new_webhook(self, workspace_id: str, created_by: str) -> NewWebhook:
+        """The webhook to create; a secret not given is 32 random bytes as hex."""
+        return NewWebhook(
+            workspace_id=workspace_id,
+            name=self.name,
+            url=self.url,
+            events=self.events,
+            secret=self.secret or secrets.token_hex(32),
+            retry_attempts=self.retry_attempts,
+            timeout_ms=self.timeout_ms,
+            created_by=created_by,
+        )
 
 
 def _reject_unknown(body: dict[str, Any], allowed: frozenset[str]) -> None:

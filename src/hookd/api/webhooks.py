@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from aiohttp import web
@@ -22,9 +21,9 @@ from hookd.api.inputs import (
 from hookd.api.serialize import page, success, webhook_json
 from hookd.api.tasks import finish_even_if_cancelled
 from hookd.lifecycle import Counters, test_send_result
-from hookd.models import NewWebhook, Webhook
+from hookd.models import Webhook
 from hookd.policy import Outcome, classify
-from hookd.storage import AttemptRecord
+from hookd.scheduler import attempt_record
 from hookd.validation import validate_new_webhook, validate_webhook_update
 
 TEST_EVENT_TYPE = "test"
@@ -46,18 +45,7 @@ async def create_webhook(request: web.Request) -> web.Response:
         max_timeout_ms=ctx.config.delivery.max_timeout_ms,
         allow_networks=ctx.config.delivery.allow_networks,
     )
-    webhook = await ctx.store.create_webhook(
-        NewWebhook(
-            workspace_id=who.workspace_id,
-            name=fields.name,
-            url=fields.url,
-            events=fields.events,
-            secret=fields.secret or secrets.token_hex(32),
-            retry_attempts=fields.retry_attempts,
-            timeout_ms=fields.timeout_ms,
-            created_by=who.owner,
-        )
-    )
+    webhook = await ctx.store.create_webhook(fields.new_webhook(who.workspace_id, who.owner))
     # The only answer that ever shows the whole secret.
     return success(
         webhook_json(webhook, reveal_secret=True),
@@ -143,31 +131,9 @@ async def _send_test(ctx: AppContext, webhook: Webhook) -> dict[str, Any]:
     result = await ctx.scheduler.send(claim, event_type=TEST_EVENT_TYPE)
     verdict = classify(result.status_code, result.error, result.retry_after is not None)
     delivered = verdict.outcome is Outcome.DELIVERED
-    transition = test_send_result(
-        delivered,
-        Counters(
-            claim.budget_used,
-            claim.retry_attempts,
-            claim.rate_limited_count,
-            claim.rate_limited_since,
-        ),
-    )
+    transition = test_send_result(delivered, Counters.of(claim))
     (recorded,) = await ctx.store.record_attempts(
-        [
-            AttemptRecord(
-                delivery_id=claim.delivery_id,
-                lease_token=claim.lease_token,
-                webhook_id=claim.webhook_id,
-                number=claim.attempt_count + 1,
-                started_at=started_at,
-                duration_ms=result.duration_ms,
-                status_code=result.status_code,
-                error=result.error_text,
-                response_body=result.body,
-                outcome=verdict.metric_class,
-                transition=transition,
-            )
-        ]
+        [attempt_record(claim, started_at, result, verdict.metric_class, transition)]
     )
     data: dict[str, Any] = {"statusCode": result.status_code, "delivered": delivered}
     if result.error_text is not None:
