@@ -19,6 +19,7 @@ from hookd.models import NewWebhook, Webhook
 from hookd.scheduler import Scheduler
 from hookd.sender import AddressPolicy, Sender
 from hookd.storage.sqlite import SqliteStore
+from tests.daemon_proc import DaemonProcess
 
 LOOPBACK_ALLOWED = ("127.0.0.0/8", "::1/128")
 
@@ -183,3 +184,11 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError("condition not reached within the time limit")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[DaemonProcess]:
+    """A ``hookd serve`` subprocess on a fresh database; killed if a test leaves it running."""
+    d = DaemonProcess(tmp_path / "daemon.db")
+    yield d
+    await d.ensure_dead()

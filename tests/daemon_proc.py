@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,3 +95,9 @@ class DaemonProcess:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
+
+
+def query(db: Path, sql: str) -> list[tuple[object, ...]]:
+    """Read the daemon's database from the test process, as an operator would."""
+    with sqlite3.connect(db, timeout=30) as conn:
+        return conn.execute(sql).fetchall()

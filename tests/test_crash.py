@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -16,21 +13,9 @@ from hookd.clock import SystemClock
 from hookd.models import NewWebhook, Status
 from hookd.storage.sqlite import SqliteStore
 from tests.conftest import Receiver
-from tests.daemon_proc import DaemonProcess
+from tests.daemon_proc import DaemonProcess, query
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[DaemonProcess]:
-    d = DaemonProcess(tmp_path / "crash.db")
-    yield d
-    await d.ensure_dead()
-
-
-def _rows(db: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql).fetchall()
 
 
 async def test_sigkill_loses_nothing_and_restart_finishes_the_work(
@@ -74,13 +59,13 @@ async def test_sigkill_loses_nothing_and_restart_finishes_the_work(
     await daemon.start()
     await receiver.wait_for("/ok", 120, timeout=60)
     await daemon.kill()
-    leased = _rows(
+    leased = query(
         daemon.db_path,
         "SELECT count(*) FROM deliveries WHERE lease_token IS NOT NULL"
         " AND status IN ('pending','failed','rate_limited')",
     )[0][0]
     assert leased > 0, "the kill should land with attempts in flight"
-    terminal_at_kill = _rows(
+    terminal_at_kill = query(
         daemon.db_path, "SELECT count(*) FROM deliveries WHERE next_attempt_at IS NULL"
     )[0][0]
     assert terminal_at_kill < 1000
@@ -88,7 +73,7 @@ async def test_sigkill_loses_nothing_and_restart_finishes_the_work(
     await daemon.start()
 
     async def all_terminal() -> bool:
-        (n,) = _rows(
+        (n,) = query(
             daemon.db_path, "SELECT count(*) FROM deliveries WHERE next_attempt_at IS NOT NULL"
         )[0]
         return n == 0
@@ -99,7 +84,7 @@ async def test_sigkill_loses_nothing_and_restart_finishes_the_work(
         await asyncio.sleep(0.2)
     assert await daemon.terminate() == 0
 
-    rows = _rows(
+    rows = query(
         daemon.db_path,
         "SELECT d.id, w.url, d.status, d.budget_used, d.attempt_count, d.lease_token, e.id"
         " FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id",
@@ -115,7 +100,7 @@ async def test_sigkill_loses_nothing_and_restart_finishes_the_work(
         # Every recorded attempt was a real request; a request the crash cut off
         # before its record shows up here as an extra receiver-side duplicate.
         assert seen[(f"/{path}", str(event_id))] >= int(str(attempts)) >= 1
-    assert _rows(daemon.db_path, "PRAGMA integrity_check") == [("ok",)]
+    assert query(daemon.db_path, "PRAGMA integrity_check") == [("ok",)]
     duplicates = sum(n - 1 for (path, _), n in seen.items() if path == "/ok" and n > 1)
     print(f"leased at kill={leased} terminal at kill={terminal_at_kill} duplicates={duplicates}")
     # Duplicates carry the same X-Webhook-Id by construction of ``seen``; at

@@ -12,10 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -26,23 +23,11 @@ from hookd.keys import generate_key
 from hookd.models import NewWebhook
 from hookd.storage.sqlite import SqliteStore
 from tests.conftest import Receiver
-from tests.daemon_proc import DaemonProcess
+from tests.daemon_proc import DaemonProcess, query
 
 pytestmark = pytest.mark.slow
 
 ROUNDS = 8
-
-
-@pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[DaemonProcess]:
-    d = DaemonProcess(tmp_path / "suite.db")
-    yield d
-    await d.ensure_dead()
-
-
-def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db, timeout=30) as conn:
-        return conn.execute(sql).fetchall()
 
 
 async def _ingest_until_cancelled(base_url: str, key: str, acked: list[str]) -> None:
@@ -110,9 +95,9 @@ async def test_random_sigkills_lose_nothing(daemon: DaemonProcess, receiver: Rec
         await daemon.kill()
         client.cancel()
         await asyncio.gather(client, return_exceptions=True)
-        assert _query(daemon.db_path, "PRAGMA integrity_check") == [("ok",)]
+        assert query(daemon.db_path, "PRAGMA integrity_check") == [("ok",)]
         stored = {
-            r[0] for r in _query(daemon.db_path, "SELECT id FROM events WHERE type = 'order.live'")
+            r[0] for r in query(daemon.db_path, "SELECT id FROM events WHERE type = 'order.live'")
         }
         missing = set(acked) - stored
         assert not missing, f"acknowledged events lost: {sorted(missing)[:5]}"
@@ -120,14 +105,14 @@ async def test_random_sigkills_lose_nothing(daemon: DaemonProcess, receiver: Rec
     assert acked, "the API acknowledged events between kills"
     await daemon.start()
     deadline = asyncio.get_running_loop().time() + 120
-    while _query(
+    while query(
         daemon.db_path, "SELECT count(*) FROM deliveries WHERE next_attempt_at IS NOT NULL"
     )[0][0]:
         assert asyncio.get_running_loop().time() < deadline, "deliveries stuck after restarts"
         await asyncio.sleep(0.25)
     assert await daemon.terminate() == 0
 
-    rows = _query(
+    rows = query(
         daemon.db_path,
         "SELECT w.name, e.type, e.id, d.status, d.budget_used, d.attempt_count, d.lease_token"
         " FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id",
@@ -143,5 +128,5 @@ async def test_random_sigkills_lose_nothing(daemon: DaemonProcess, receiver: Rec
         else:
             assert status == "delivered"
         assert seen[(str(name), str(event_id))] >= int(str(attempts)) >= 1
-    assert _query(daemon.db_path, "PRAGMA integrity_check") == [("ok",)]
+    assert query(daemon.db_path, "PRAGMA integrity_check") == [("ok",)]
     assert mismatched == [], "a request's X-Webhook-Id did not match its body"

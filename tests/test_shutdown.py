@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,16 +14,9 @@ from hookd.clock import SystemClock
 from hookd.models import NewWebhook
 from hookd.storage.sqlite import SqliteStore
 from tests.conftest import Receiver
-from tests.daemon_proc import DaemonProcess
+from tests.daemon_proc import DaemonProcess, query
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[DaemonProcess]:
-    d = DaemonProcess(tmp_path / "shutdown.db")
-    yield d
-    await d.ensure_dead()
 
 
 async def _seed(db: Path, url: str, events: int) -> list[str]:
@@ -41,13 +32,6 @@ async def _seed(db: Path, url: str, events: int) -> list[str]:
     return ids
 
 
-def _states(db: Path) -> list[tuple[str, str | None, int | None]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(
-            "SELECT status, lease_token, next_attempt_at FROM deliveries"
-        ).fetchall()
-
-
 async def test_sigterm_lets_in_flight_attempts_finish(
     daemon: DaemonProcess, receiver: Receiver
 ) -> None:
@@ -60,7 +44,12 @@ async def test_sigterm_lets_in_flight_attempts_finish(
     await daemon.start()
     await receiver.wait_for("/slowish", 4)
     assert await daemon.terminate() == 0
-    assert [s for s, _, _ in _states(daemon.db_path)] == ["delivered"] * 4
+    assert [
+        s
+        for s, _, _ in query(
+            daemon.db_path, "SELECT status, lease_token, next_attempt_at FROM deliveries"
+        )
+    ] == ["delivered"] * 4
     assert daemon.events("scheduler.stopped")[0]["released_leases"] == 0
 
 
@@ -81,7 +70,9 @@ async def test_sigterm_releases_what_the_drain_timeout_cuts_off(
     assert await daemon.terminate() == 0
     # Drained for 0.5 s, well before the 2 s request timeout or the 60 s lease.
     assert time.monotonic() - started < 10
-    for status, lease, next_at in _states(daemon.db_path):
+    for status, lease, next_at in query(
+        daemon.db_path, "SELECT status, lease_token, next_attempt_at FROM deliveries"
+    ):
         assert status == "pending"
         assert lease is None
         assert next_at is not None and next_at <= time.time() * 1000

@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import urllib.request
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -21,12 +19,7 @@ from tests.daemon_proc import DaemonProcess
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[DaemonProcess]:
-    d = DaemonProcess(tmp_path / "workers.db", extra_env={"HOOKD_DELIVERY_WORKERS": "3"})
-    yield d
-    await d.ensure_dead()
+WORKERS = "HOOKD_DELIVERY_WORKERS"
 
 
 def _metric(text: str, name: str) -> float:
@@ -39,6 +32,8 @@ def _metric(text: str, name: str) -> float:
 async def test_workers_share_the_queue_and_the_metrics(
     daemon: DaemonProcess, receiver: Receiver
 ) -> None:
+    daemon.extra_env[WORKERS] = "3"
+
     async def slow_ok(request: web.Request, n: int) -> web.StreamResponse:
         await asyncio.sleep(0.02)
         return web.Response(status=200)
@@ -87,6 +82,7 @@ async def test_workers_share_the_queue_and_the_metrics(
 
 
 async def test_a_killed_worker_is_restarted(daemon: DaemonProcess) -> None:
+    daemon.extra_env[WORKERS] = "3"
     await daemon.start()
 
     def started() -> list[int]:
@@ -110,6 +106,7 @@ async def test_a_killed_worker_is_restarted(daemon: DaemonProcess) -> None:
 
 
 async def test_workers_exit_when_serve_is_killed(daemon: DaemonProcess) -> None:
+    daemon.extra_env[WORKERS] = "3"
     await daemon.start()
     for _ in range(100):
         pids = [
