@@ -236,6 +236,41 @@ async def test_paused_and_inactive_webhooks_are_not_claimed(
     assert {a, b}
 
 
+async def test_settle_and_claim_writes_records_before_claiming(
+    contract_store: Store, clock: ManualClock
+) -> None:
+    """The scheduler's round trip: a 429's pause is in place before the claim
+    in the same transaction looks at its webhook; fenced records are reported."""
+    s = contract_store
+    limited_hook = await make_webhook(s, events=("limited",))
+    healthy = await make_webhook(s, events=("healthy",))
+    for _ in range(3):
+        await s.ingest_event(WS, "limited", {})
+    (first,) = await s.claim_due(1, LEASE_MS, {}, 16)
+    assert first.webhook_id == limited_hook.id
+    stale_hook_claim = first
+    await s.ingest_event(WS, "healthy", {})
+    await s.ingest_event(WS, "healthy", {})
+    limited = decide(
+        Counters(0, 3, 0, None), Outcome.RATE_LIMITED, 30.0, clock.now_ms(), _cfg(), _rng()
+    )
+    results, claims = await s.settle_and_claim(
+        [record_for(first, limited, 429)], 10, LEASE_MS, {}, 16
+    )
+    assert [(r.delivery_id, r.applied, r.status) for r in results] == [
+        (first.delivery_id, True, Status.RATE_LIMITED)
+    ]
+    # The limited webhook's two waiting deliveries stay behind its pause.
+    assert [c.webhook_id for c in claims] == [healthy.id, healthy.id]
+    # Settling a lease that moved on is reported, not applied; an empty claim is fine.
+    results, claims = await s.settle_and_claim(
+        [record_for(stale_hook_claim, delivered())], 0, LEASE_MS, {}, 16
+    )
+    assert [(r.applied, r.status) for r in results] == [(False, Status.RATE_LIMITED)]
+    assert claims == []
+    assert len(await s.list_attempts(first.delivery_id)) == 2
+
+
 def _cfg():  # type: ignore[no-untyped-def]
     from hookd.config import DeliveryConfig
 

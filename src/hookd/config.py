@@ -46,6 +46,8 @@ class ServerConfig:
     # How often the queue-depth, scheduling-lag and database-size gauges are read
     # from the database (one small query each time, off the event loop).
     stats_interval_seconds: float = 5.0
+    # "auto" (uvloop when installed, else asyncio's own loop), "uvloop" or "asyncio".
+    event_loop: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,10 @@ def validate(config: Config) -> Config:
     _check_positive("server.max_body_bytes", config.server.max_body_bytes)
     _check_positive("server.client_timeout_seconds", config.server.client_timeout_seconds)
     _check_positive("server.stats_interval_seconds", config.server.stats_interval_seconds)
+    if config.server.event_loop not in ("auto", "uvloop", "asyncio"):
+        raise ConfigError(
+            "server.event_loop", f"expected auto/uvloop/asyncio, got {config.server.event_loop!r}"
+        )
     if not config.database.path:
         raise ConfigError("database.path", "must not be empty")
     _check_positive("database.busy_timeout_ms", config.database.busy_timeout_ms)

@@ -1,19 +1,25 @@
 """The scheduler: one supervised loop that turns due deliveries into attempts.
 
-The loop claims due deliveries in batches (one database round trip each),
-starts one task per claim, and goes back to claiming as soon as there is room.
-Room is two limits: a global number of attempts in flight, and a number per
-webhook.  Webhooks at their limit are excluded inside the claim query, so a
-slow or dead endpoint holds at most its own slots and never a batch.
+Each turn of the loop is one database round trip: it writes the attempts
+that finished since the previous turn (attempt row + transition, fenced by
+the claim's lease token) and claims the next due deliveries, in one
+transaction (``Store.settle_and_claim``).  It starts one task per claim and
+turns again as soon as there is room or something to write.  Room is two
+limits: a global number of attempts in flight, and a number per webhook.
+Webhooks at their limit are excluded inside the claim query, so a slow or
+dead endpoint holds at most its own slots and never a batch.
 
-Each attempt task signs and sends the request, asks ``lifecycle.decide`` what
-the outcome means, and records attempt and transition in one write fenced by
-the claim's lease token.  That write is shielded: once a request went out, its
-result is recorded even if shutdown cancels the task.
+An attempt task signs and sends the request, asks ``lifecycle.decide`` what
+the outcome means, hands the record to the loop and ends.  Writing records
+in the loop's transaction, rather than one write per attempt, is what keeps
+the database cost per delivery small: whatever finished while the previous
+round trip ran shares the next one.
 
 Shutdown stops claiming, lets in-flight attempts run for the drain timeout,
-then cancels the rest and gives their leases back so another start (or
-another process) retries them at once instead of after the lease expires.
+then cancels the rest; the loop writes every record it was handed (a request
+that went out is on record) and the leases of cancelled attempts are given
+back, so another start (or another process) retries them at once instead of
+after the lease expires.
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ def attempt_record(
 
 class _Flight:
     """One attempt in flight: whether it still holds a slot, and whether its
-    result reached the database."""
+    result was handed to the loop (or, for API attempts, written)."""
 
     __slots__ = ("claim", "holds_slot", "recorded")
 
@@ -86,6 +92,17 @@ class _Flight:
         self.claim = claim
         self.holds_slot = True
         self.recorded = False
+
+
+class _Finished:
+    """A finished attempt waiting for the loop's next transaction."""
+
+    __slots__ = ("flight", "record", "result")
+
+    def __init__(self, flight: _Flight, record: AttemptRecord, result: SendResult) -> None:
+        self.flight = flight
+        self.record = record
+        self.result = result
 
 
 class Scheduler:
@@ -109,6 +126,8 @@ class Scheduler:
         self._stopping = False
         self._tasks: dict[asyncio.Task[None], _Flight] = {}
         self._per_webhook: Tally[str] = Tally()
+        # Finished attempts whose records the loop writes in its next round trip.
+        self._finished_attempts: list[_Finished] = []
         # Attempts holding a concurrency slot (their HTTP exchange is not over).
         self._sending = 0
         # Monotonic time of the last completed loop iteration, for readiness.
@@ -142,7 +161,9 @@ class Scheduler:
             if ended:
                 log.warning("scheduler.interrupted_tests_ended", count=ended)
         failures = 0
-        while not self._stopping:
+        # While stopping, the loop goes on writing records until the last
+        # attempt has finished or been cancelled.
+        while not self._stopping or self._tasks or self._finished_attempts:
             try:
                 await self._iterate()
                 failures = 0
@@ -152,6 +173,16 @@ class Scheduler:
                 # Supervision: a locked or full database, a bug in one batch —
                 # none of it may end delivery for good.  Back off and go on.
                 failures += 1
+                if self._stopping and not self._tasks:
+                    # Shutting down with a database that refuses the records:
+                    # their leases expire and the deliveries are sent again.
+                    log.error(
+                        "scheduler.records_lost_at_stop",
+                        count=len(self._finished_attempts),
+                        error=str(exc),
+                    )
+                    self._finished_attempts.clear()
+                    return
                 delay = min(30.0, 0.1 * 2 ** min(failures, 8))
                 log.error(
                     "scheduler.loop_error",
@@ -167,9 +198,6 @@ class Scheduler:
         timeout = self.config.drain_timeout_seconds if drain_timeout is None else drain_timeout
         self._stopping = True
         self._wake.set()
-        if self._loop_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
         flights = dict(self._tasks)
         pending = set(flights)
         if pending:
@@ -178,12 +206,16 @@ class Scheduler:
         for task in pending:
             task.cancel()
         if pending:
-            # Cancelled tasks still finish a record they had started (shielded).
             await asyncio.wait(pending)
+        if self._loop_task is not None:
+            # The loop writes the records of every attempt that finished, then ends.
+            self._wake.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
         unfinished = [
             (flight.claim.delivery_id, flight.claim.lease_token)
-            for task, flight in flights.items()
-            if task in pending and not flight.recorded
+            for flight in flights.values()
+            if not flight.recorded
         ]
         released = await self.store.release(unfinished) if unfinished else 0
         log.info("scheduler.stopped", released_leases=released, cancelled=len(pending))
@@ -192,29 +224,57 @@ class Scheduler:
 
     async def _iterate(self) -> None:
         cfg = self.config
+        finished = self._finished_attempts
         free = cfg.concurrency - self._sending
-        if free <= 0 or len(self._tasks) >= 2 * cfg.concurrency:
+        want = min(free, cfg.batch_size)
+        if self._stopping or len(self._tasks) + len(finished) >= 2 * cfg.concurrency:
             # (The second bound: attempts whose records wait on a slow
             # database; claiming more would only pile up leases.)
+            want = 0
+        if want <= 0 and not finished:
             # Every slot busy is progress too: the loop is alive and waiting
             # for attempts to finish, not stuck.
             self.last_progress = time.monotonic()
-            await self._wait_for_wake(cfg.poll_interval_seconds)
+            if not (self._stopping and not self._tasks):
+                await self._wait_for_wake(cfg.poll_interval_seconds)
             return
         room = {
             webhook: cfg.per_webhook_concurrency - n for webhook, n in self._per_webhook.items()
         }
-        want = min(free, cfg.batch_size)
-        claims = await self.store.claim_due(
-            want, round(cfg.lease_seconds * 1000), room, cfg.per_webhook_concurrency
+        self._finished_attempts = []
+        write = asyncio.ensure_future(
+            self.store.settle_and_claim(
+                [f.record for f in finished],
+                max(want, 0),
+                round(cfg.lease_seconds * 1000),
+                room,
+                cfg.per_webhook_concurrency,
+            )
         )
+        try:
+            results, claims = await asyncio.shield(write)
+        except asyncio.CancelledError:
+            # Cancelled (shutdown) while the transaction runs on the database
+            # thread: it commits regardless, so account for it before leaving.
+            with contextlib.suppress(Exception):
+                results, claims = await write
+                self._settle(finished, results)
+                await self.store.release([(c.delivery_id, c.lease_token) for c in claims])
+            raise
+        except BaseException:
+            # Nothing was written: the records go into the next round trip.
+            self._finished_attempts[:0] = finished
+            raise
         self.last_progress = time.monotonic()
+        self._settle(finished, results)
         for claim in claims:
             self._dispatch(claim)
-        if len(claims) >= want:
+        if want > 0 and len(claims) >= want:
             # Possibly more due right now: claim again, after letting the new
             # tasks start.
             await asyncio.sleep(0)
+            return
+        if want <= 0 or self._finished_attempts:
             return
         next_due = await self.store.next_due_at()
         now = self.clock.now_ms()
@@ -227,6 +287,16 @@ class Scheduler:
             timeout = cfg.poll_interval_seconds
         await self._wait_for_wake(timeout)
 
+    def _settle(self, finished: list[_Finished], results: list[RecordResult]) -> None:
+        for item, recorded in zip(finished, results, strict=True):
+            # A 429 or 410 kept its slot until its pause or deactivation was
+            # written (in the same transaction as the claim that follows).
+            self._release_slot(item.flight)
+            record = item.record
+            self._observe(
+                item.flight.claim, item.result, record.outcome, record.transition, recorded
+            )
+
     async def _wait_for_wake(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
@@ -237,12 +307,15 @@ class Scheduler:
         self._per_webhook[claim.webhook_id] += 1
         self._sending += 1
         flight = _Flight(claim)
-        task = asyncio.create_task(self._run_attempt(flight), name=f"attempt-{claim.delivery_id}")
+        task = asyncio.create_task(self._run_attempt(flight))
         self._tasks[task] = flight
-        task.add_done_callback(self._finished)
+        task.add_done_callback(self._task_done)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._release_slot(self._tasks.pop(task))
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        flight = self._tasks.pop(task)
+        if not flight.recorded:
+            # Failed or cancelled before its exchange ended: nothing to write.
+            self._release_slot(flight)
         self._wake.set()
 
     def _release_slot(self, flight: _Flight) -> None:
@@ -259,7 +332,25 @@ class Scheduler:
     async def _run_attempt(self, flight: _Flight) -> None:
         claim = flight.claim
         try:
-            await self.attempt(claim, flight)
+            started_at = self.clock.now_ms()
+            result = await self.send(claim)
+            transition, metric_class = self._decide(claim, result)
+            if (
+                transition.pause_webhook_until is None
+                and transition.deactivate_webhook_reason is None
+            ):
+                # The exchange is over: the endpoint's slot is free for its next
+                # delivery while this one's record waits for the loop (the lease
+                # still guards the delivery itself).  A 429 or 410 keeps the slot
+                # until its pause or deactivation is in the database, so no claim
+                # can slip past it.
+                self._release_slot(flight)
+            record = attempt_record(claim, started_at, result, metric_class, transition)
+            # No await from the response to here: a cancellation either comes
+            # before the exchange ended (lease released at stop) or not at all.
+            flight.recorded = True
+            self._finished_attempts.append(_Finished(flight, record, result))
+            self._wake.set()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -286,10 +377,21 @@ class Scheduler:
         finally:
             self.metrics.in_flight.dec()
 
-    async def attempt(self, claim: ClaimedDelivery, flight: _Flight | None = None) -> AttemptReport:
-        """Send ``claim`` once and record the attempt with its transition."""
+    async def attempt(self, claim: ClaimedDelivery) -> AttemptReport:
+        """Send ``claim`` once and record the attempt at once (the API's replay).
+
+        The loop's own attempts go through ``_run_attempt`` instead, whose
+        records share the loop's next round trip.
+        """
         started_at = self.clock.now_ms()
         result = await self.send(claim)
+        transition, metric_class = self._decide(claim, result)
+        record = attempt_record(claim, started_at, result, metric_class, transition)
+        recorded = await self._record_shielded(record)
+        self._observe(claim, result, metric_class, transition, recorded)
+        return AttemptReport(claim, result, transition, recorded.applied)
+
+    def _decide(self, claim: ClaimedDelivery, result: SendResult) -> tuple[Transition, str]:
         now = self.clock.now_ms()
         verdict = classify(result.status_code, result.error, result.retry_after is not None)
         retry_after = None
@@ -299,22 +401,9 @@ class Scheduler:
             )
         counters = Counters.of(claim)
         transition = decide(counters, verdict.outcome, retry_after, now, self.config, self.rng)
-        if (
-            flight is not None
-            and transition.pause_webhook_until is None
-            and transition.deactivate_webhook_reason is None
-        ):
-            # The exchange is over: the endpoint's slot is free for its next
-            # delivery while this one's record commits (the lease still guards
-            # the delivery itself).  A 429 or 410 keeps the slot until its pause
-            # or deactivation is in the database, so no claim can slip past it.
-            self._release_slot(flight)
-        record = attempt_record(claim, started_at, result, verdict.metric_class, transition)
-        recorded = await self._record_shielded(record, flight)
-        self._observe(claim, result, verdict.metric_class, transition, recorded)
-        return AttemptReport(claim, result, transition, recorded.applied)
+        return transition, verdict.metric_class
 
-    async def _record_shielded(self, record: AttemptRecord, flight: _Flight | None) -> RecordResult:
+    async def _record_shielded(self, record: AttemptRecord) -> RecordResult:
         write = asyncio.ensure_future(self.store.record_attempts([record]))
         try:
             (result,) = await asyncio.shield(write)
@@ -322,11 +411,7 @@ class Scheduler:
             # Shutdown caught us mid-write: the request already went out, so
             # finish recording it before letting the cancellation through.
             await write
-            if flight is not None:
-                flight.recorded = True
             raise
-        if flight is not None:
-            flight.recorded = True
         return result
 
     def _observe(

@@ -26,6 +26,7 @@ SPECIAL: dict[str, tuple[str, Any]] = {
     "delivery.max_timeout_ms": ("30000", 30000),
     "logging.level": ("debug", "debug"),
     "logging.format": ("console", "console"),
+    "server.event_loop": ("asyncio", "asyncio"),
 }
 
 
@@ -105,6 +106,8 @@ def test_a_bad_environment_value_exits_2_with_one_line_naming_the_key(tmp_path: 
     assert "HOOKD_DELIVERY_CONCURRENCY" in line and "lots" in line
     line = _serve_fails(clean_env(**base, HOOKD_RETENTION_BATCH_SIZE="0"))
     assert "retention.batch_size" in line
+    line = _serve_fails(clean_env(**base, HOOKD_SERVER_EVENT_LOOP="trio"))
+    assert "server.event_loop" in line and "trio" in line
     line = _serve_fails(clean_env(**base, HOOKD_DELIVERY_CONCURENCY="8"))
     assert "HOOKD_DELIVERY_CONCURENCY" in line
     assert not (tmp_path / "hookd.db").exists(), "nothing is created on a bad config"

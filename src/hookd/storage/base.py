@@ -177,6 +177,17 @@ class Store(Protocol):
 
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> list[RecordResult]: ...
 
+    async def settle_and_claim(
+        self,
+        records: Sequence[AttemptRecord],
+        limit: int,
+        lease_ms: int,
+        per_webhook_room: Mapping[str, int],
+        default_room: int,
+    ) -> tuple[list[RecordResult], list[ClaimedDelivery]]:
+        """``record_attempts(records)`` then ``claim_due(...)``, atomically."""
+        ...
+
     async def release(self, leases: Collection[tuple[str, str]]) -> int: ...
 
     async def next_due_at(self) -> int | None: ...

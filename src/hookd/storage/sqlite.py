@@ -909,54 +909,91 @@ class SqliteStore:
         Webhooks with no room are excluded inside the query, so a saturated
         (slow or dead) endpoint never fills a batch.
         """
-        if limit <= 0:
-            return []
+        _results, claims = await self.settle_and_claim(
+            (), limit, lease_ms, per_webhook_room, default_room
+        )
+        return claims
+
+    async def settle_and_claim(
+        self,
+        records: Sequence[AttemptRecord],
+        limit: int,
+        lease_ms: int,
+        per_webhook_room: Mapping[str, int],
+        default_room: int,
+    ) -> tuple[list[RecordResult], list[ClaimedDelivery]]:
+        """Record finished attempts, then claim more, in one transaction.
+
+        The scheduler's round trip: what the previous batch did is committed
+        together with the next batch's leases.  Records go first, so a 429's
+        pause or a 410's deactivation is in place before the claim looks at
+        the webhook.
+        """
+        if limit <= 0 and not records:
+            return [], []
         now = self.clock.now_ms()
         token = secrets.token_hex(12)
-        full = json.dumps([hook for hook, room in per_webhook_room.items() if room <= 0])
-        # Read a little more than needed so per-webhook caps can still fill the batch.
-        scan = min(limit * 4, limit + 4096)
 
-        def work(conn: sqlite3.Connection) -> list[ClaimedDelivery]:
-            room = dict(per_webhook_room)
-            excluded = full
-            chosen: list[str] = []
-            taken: set[str] = set()
-            for _ in range(_CLAIM_SCAN_PASSES):
-                candidates = conn.execute(_CLAIM_SCAN_SQL, (now, now, excluded, scan)).fetchall()
-                for delivery_id, webhook_id in candidates:
-                    left = room.get(webhook_id, default_room)
-                    if left <= 0 or delivery_id in taken:
-                        continue
-                    room[webhook_id] = left - 1
-                    chosen.append(delivery_id)
-                    taken.add(delivery_id)
-                    if len(chosen) >= limit:
-                        break
-                if len(chosen) >= limit or len(candidates) < scan:
-                    break
-                # The window was full of deliveries of webhooks now at their
-                # limit (a slow endpoint's backlog at the head of the queue):
-                # look past them instead of leaving healthy work waiting.
-                excluded = json.dumps([hook for hook, left in room.items() if left <= 0])
-            if not chosen:
-                return []
-            ids = json.dumps(chosen)
-            conn.execute(
-                "UPDATE deliveries SET lease_token = ?, next_attempt_at = ?"
-                " WHERE id IN (SELECT value FROM json_each(?)) AND next_attempt_at <= ?",
-                (token, now + lease_ms, ids, now),
+        def work(conn: sqlite3.Connection) -> tuple[list[RecordResult], list[ClaimedDelivery]]:
+            results = self._record_rows(conn, records, now) if records else []
+            if limit <= 0:
+                return results, []
+            claims = self._claim_rows(
+                conn, now, token, limit, lease_ms, per_webhook_room, default_room
             )
-            rows = conn.execute(
-                f"SELECT {_CLAIM_COLUMNS} FROM deliveries d"
-                " JOIN events e ON e.id = d.event_id JOIN webhooks w ON w.id = d.webhook_id"
-                " WHERE d.id IN (SELECT value FROM json_each(?)) AND d.lease_token = ?"
-                " ORDER BY d.next_attempt_at",
-                (ids, token),
-            ).fetchall()
-            return [_claimed(r, now) for r in rows]
+            return results, claims
 
         return await self._tx(work, durable=False)
+
+    @staticmethod
+    def _claim_rows(
+        conn: sqlite3.Connection,
+        now: int,
+        token: str,
+        limit: int,
+        lease_ms: int,
+        per_webhook_room: Mapping[str, int],
+        default_room: int,
+    ) -> list[ClaimedDelivery]:
+        room = dict(per_webhook_room)
+        excluded = json.dumps([hook for hook, left in room.items() if left <= 0])
+        # Read a little more than needed so per-webhook caps can still fill the batch.
+        scan = min(limit * 4, limit + 4096)
+        chosen: list[str] = []
+        taken: set[str] = set()
+        for _ in range(_CLAIM_SCAN_PASSES):
+            candidates = conn.execute(_CLAIM_SCAN_SQL, (now, now, excluded, scan)).fetchall()
+            for delivery_id, webhook_id in candidates:
+                left = room.get(webhook_id, default_room)
+                if left <= 0 or delivery_id in taken:
+                    continue
+                room[webhook_id] = left - 1
+                chosen.append(delivery_id)
+                taken.add(delivery_id)
+                if len(chosen) >= limit:
+                    break
+            if len(chosen) >= limit or len(candidates) < scan:
+                break
+            # The window was full of deliveries of webhooks now at their
+            # limit (a slow endpoint's backlog at the head of the queue):
+            # look past them instead of leaving healthy work waiting.
+            excluded = json.dumps([hook for hook, left in room.items() if left <= 0])
+        if not chosen:
+            return []
+        ids = json.dumps(chosen)
+        conn.execute(
+            "UPDATE deliveries SET lease_token = ?, next_attempt_at = ?"
+            " WHERE id IN (SELECT value FROM json_each(?)) AND next_attempt_at <= ?",
+            (token, now + lease_ms, ids, now),
+        )
+        rows = conn.execute(
+            f"SELECT {_CLAIM_COLUMNS} FROM deliveries d"
+            " JOIN events e ON e.id = d.event_id JOIN webhooks w ON w.id = d.webhook_id"
+            " WHERE d.id IN (SELECT value FROM json_each(?)) AND d.lease_token = ?"
+            " ORDER BY d.next_attempt_at",
+            (ids, token),
+        ).fetchall()
+        return [_claimed(r, now) for r in rows]
 
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> list[RecordResult]:
         if len(records) == 1:
@@ -966,8 +1003,14 @@ class SqliteStore:
     def _record_batch(
         self, conn: sqlite3.Connection, records: list[AttemptRecord]
     ) -> list[RecordResult | Exception]:
-        now = self.clock.now_ms()
-        results: list[RecordResult | Exception] = []
+        return list(self._record_rows(conn, records, self.clock.now_ms()))
+
+    @staticmethod
+    def _record_rows(
+        conn: sqlite3.Connection, records: Sequence[AttemptRecord], now: int
+    ) -> list[RecordResult]:
+        results: list[RecordResult] = []
+        attempts = []
         for r in records:
             t = r.transition
             cur = conn.execute(
@@ -994,9 +1037,7 @@ class SqliteStore:
             applied = cur.rowcount == 1
             # The request went out whether or not we still own the delivery, so
             # the attempt is always on record.
-            conn.execute(
-                "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms,"
-                " status_code, error, response_body, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            attempts.append(
                 (
                     new_id(r.started_at),
                     r.delivery_id,
@@ -1007,7 +1048,7 @@ class SqliteStore:
                     r.error,
                     r.response_body,
                     r.outcome,
-                ),
+                )
             )
             if not applied:
                 row = conn.execute(
@@ -1035,6 +1076,11 @@ class SqliteStore:
                     (t.deactivate_webhook_reason, now, r.webhook_id),
                 )
             results.append(RecordResult(r.delivery_id, True, t.status))
+        conn.executemany(
+            "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms,"
+            " status_code, error, response_body, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            attempts,
+        )
         return results
 
     async def release(self, leases: Collection[tuple[str, str]]) -> int:
