@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hookd.logs import REDACTED, redact
+from hookd.logs import REDACTED, UtcTimestamper, redact
 from tests.ops.support import (
     HOOKD,
     SECRET,
@@ -167,3 +168,18 @@ def test_cli_logs_carry_no_secret(db: Path) -> None:
     assert key.startswith("sk_") and SECRET in hook.stdout
     for result in (created, hook):
         assert key not in result.stderr and SECRET not in result.stderr
+
+
+def test_timestamps_are_iso_utc_with_microseconds_and_track_the_clock() -> None:
+    from datetime import UTC, datetime
+
+    stamper = UtcTimestamper()
+    for _ in range(3):
+        before = datetime.now(UTC)
+        stamp = stamper(None, "info", {})["timestamp"]
+        after = datetime.now(UTC)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp), stamp
+        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= parsed
+        assert parsed <= after
+        time.sleep(0.6)  # crosses a second boundary at least once: the cached prefix moves on
