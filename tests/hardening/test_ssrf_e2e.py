@@ -210,9 +210,7 @@ async def test_dns_rebinding_between_deliveries_is_caught(
 
         # Rebind.  The cache stands in for the TTL running out.
         resolver.answers["rebind.example"] = ["127.0.0.1"]
-        connector = h.sender._session.connector  # type: ignore[union-attr]
-        assert isinstance(connector, aiohttp.TCPConnector)
-        connector.clear_dns_cache()
+        h.sender.clear_dns_cache()
         (second,) = (await h.store.ingest_event("ws_test", "t", {"n": 2})).delivery_ids
         await wait_status(h, second, Status.DEAD_LETTER)
         (attempt,) = await h.store.list_attempts(second)
@@ -222,7 +220,7 @@ async def test_dns_rebinding_between_deliveries_is_caught(
 
         # A mixed answer (the classic multi-A trick) connects only where allowed.
         resolver.answers["rebind.example"] = ["127.0.0.1", "127.0.0.2"]
-        connector.clear_dns_cache()
+        h.sender.clear_dns_cache()
         (third,) = (await h.store.ingest_event("ws_test", "t", {"n": 3})).delivery_ids
         await wait_status(h, third, Status.DELIVERED)
         assert (public.connections, private.connections) == (2, 0)
