@@ -862,3 +862,46 @@ async def _until(check: Callable[[], bool], timeout: float = 2.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached")
         await asyncio.sleep(0.005)
+
+
+# -- uvloop ---------------------------------------------------------------------------
+
+
+def test_the_client_runs_on_uvloop(certificate: tuple[Path, Path]) -> None:
+    """uvloop's transports are not asyncio.Transport subclasses; the client must not care."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> None:
+        plain, tls = Server(), Server()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*certificate)
+        await plain.start()
+        await tls.start(ssl=context)
+        resolver = ScriptedResolver({"receiver.test": ["127.0.0.1"]})
+        trusting = ssl.create_default_context(cafile=str(certificate[0]))
+        sender = Sender(LOOPBACK, resolver=resolver, ssl_context=trusting)
+        await sender.start()
+        try:
+            plain.script = [Reply(), Reply(), DROP]
+            for _ in range(3):  # the third is dropped on a reused connection and retried
+                assert (await post(sender, plain.url())).status_code == 200
+            assert (plain.connections, len(plain.requests)) == (2, 4)
+            plain.default = Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\npar", hang=True)
+            result = await post(sender, plain.url(), timeout_ms=150)
+            assert (result.status_code, result.body) == (200, "par")
+            result = await post(sender, "http://nowhere.example/", timeout_ms=100)
+            assert result.error is ErrorKind.CONNECT
+            for _ in range(2):
+                result = await post(sender, f"https://receiver.test:{tls.port}/")
+                assert result.status_code == 200, result
+            assert tls.connections == 1
+        finally:
+            await sender.close()
+            await plain.close()
+            await tls.close()
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()

@@ -35,7 +35,7 @@ import ipaddress
 import re
 import socket
 import zlib
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import quote
 
 from yarl import URL
@@ -398,8 +398,9 @@ class H1Connection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Not an isinstance check: uvloop's transports are not asyncio.Transport
+        # subclasses, though they offer the same methods.
+        self.transport = cast(asyncio.Transport, transport)
         self.live.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
