@@ -322,25 +322,45 @@ CASES: dict[str, Case] = {
         error_text="folded",
         reused=False,
     ),
-    # The head was fine, so its status stands; the body is what arrived.
+    # Garbled chunked framing is an invalid response, whatever the head said.
     "bad-chunk-size": Case(
         Reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\nmore"),
-        200,
-        "ok",
+        None,
+        error=ErrorKind.INVALID_RESPONSE,
+        error_text="chunk size",
         reused=False,
     ),
     "chunk-size-0x-prefix": Case(
         Reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\nok\r\n0\r\n\r\n"),
-        200,
-        "",
+        None,
+        error=ErrorKind.INVALID_RESPONSE,
+        error_text="chunk size",
         reused=False,
     ),
     "chunk-without-line-end": Case(
         Reply(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokXX3\r\nabc\r\n0\r\n\r\n"
         ),
+        None,
+        error=ErrorKind.INVALID_RESPONSE,
+        error_text="line end",
+        reused=False,
+    ),
+    "endless-chunk-size-line": Case(
+        Reply(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;" + b"e" * 5000,
+            hang=True,
+        ),
+        None,
+        error=ErrorKind.INVALID_RESPONSE,
+        error_text="too long",
+        reused=False,
+    ),
+    # A body cut short keeps its status (the receiver answered) with what arrived.
+    "chunked-cut-short": Case(
+        Reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nhalf", close=True),
         200,
-        "ok",
+        "half",
         reused=False,
     ),
     "gzip": Case(

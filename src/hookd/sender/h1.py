@@ -24,8 +24,9 @@ the stream (bare LF line ends, spaces around chunk sizes) and strict where
 it could (conflicting lengths, malformed sizes).
 
 Once a complete head has arrived its status stands: a body that is cut
-short, garbled or stopped at our limit is kept as far as it went, and the
-connection is closed rather than reused.
+short or stopped at our limit is kept as far as it went, and the connection
+is closed rather than reused.  Garbled chunked framing is an invalid
+response, like a garbled head.
 """
 
 from __future__ import annotations
@@ -273,7 +274,8 @@ class H1Connection(asyncio.Protocol):
     The sender calls :meth:`start` with the request, awaits the returned
     future, then reads the outcome fields: ``status`` (a final head
     arrived), ``error`` (it did not: ``invalid`` tells a malformed response
-    from a lost connection), ``timed_out``, ``body``, ``retry_after``,
+    from a lost connection; it wins over ``status`` when the chunked framing
+    after a good head was garbled), ``timed_out``, ``body``, ``retry_after``,
     ``received`` (any response byte at all) and :meth:`reusable`.
     """
 
@@ -593,21 +595,21 @@ class H1Connection(asyncio.Protocol):
                     if pos + 1 >= size:
                         break
                     if buf[pos + 1] != 0x0A:
-                        return self._broken_body()
+                        return self._broken_body("no line end after chunk data")
                     pos += 2
                 else:
-                    return self._broken_body()
+                    return self._broken_body("no line end after chunk data")
                 self.state = _CHUNK_SIZE
             elif state == _CHUNK_SIZE:
                 nl = buf.find(b"\n", pos)
                 if nl < 0:
                     if size - pos > MAX_CHUNK_LINE_BYTES:
-                        return self._broken_body()
+                        return self._broken_body("chunk-size line too long")
                     break
                 digits = buf[pos:nl].split(b";", 1)[0].strip()
                 pos = nl + 1
                 if not digits or len(digits) > 15 or digits.translate(None, _HEX_DIGITS):
-                    return self._broken_body()
+                    return self._broken_body("bad chunk size")
                 n = int(digits, 16)
                 if n:
                     self.remaining = n
@@ -618,7 +620,7 @@ class H1Connection(asyncio.Protocol):
                 nl = buf.find(b"\n", pos)
                 if nl < 0:
                     if self.trailer_bytes + size - pos > MAX_TRAILER_BYTES:
-                        return self._broken_body()
+                        return self._broken_body("trailers larger than 64 KiB")
                     break
                 line = buf[pos:nl]
                 pos = nl + 1
@@ -630,7 +632,7 @@ class H1Connection(asyncio.Protocol):
                     return
                 self.trailer_bytes += len(line) + 1
                 if self.trailer_bytes > MAX_TRAILER_BYTES:
-                    return self._broken_body()
+                    return self._broken_body("trailers larger than 64 KiB")
             else:
                 return  # _DONE: stopped early inside _keep
         self.buf = buf[pos:] if pos < size else b""
@@ -686,9 +688,11 @@ class H1Connection(asyncio.Protocol):
         self._complete()
         self.abort()
 
-    def _broken_body(self) -> None:
-        # The head was fine, so its status stands with the body as far as it went.
-        self._stop_early()
+    def _broken_body(self, reason: str) -> None:
+        # Garbled framing is a receiver that does not speak HTTP properly, like a
+        # bad head, whatever status it announced (a body merely cut short, by the
+        # peer or by our deadline, keeps its status instead).
+        self._fail(reason, invalid=True)
 
     def _fail(self, reason: str, *, invalid: bool) -> None:
         self.error = reason

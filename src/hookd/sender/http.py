@@ -215,7 +215,7 @@ class Sender:
 
     def _outcome(self, conn: H1Connection, started: float) -> SendResult:
         status = conn.status
-        if status is None:
+        if status is None or conn.error is not None:
             conn.abort()
             if conn.timed_out:
                 return _timed_out(started)
