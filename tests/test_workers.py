@@ -46,10 +46,16 @@ async def test_workers_share_the_queue_and_the_metrics(
             NewWebhook("ws_w", f"h{i}", url, (f"t{i}",), "workers-secret", 3, 1500, "t")
         )
     total = 1200
+    await daemon.start()
+    # Work arrives once every process can claim it: serve alone drains 1200
+    # deliveries faster than a worker process starts, which would prove nothing.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while len(daemon.events("worker.ready")) < 2:
+        assert loop.time() < deadline, "workers did not become ready"
+        await asyncio.sleep(0.05)
     await asyncio.gather(*(store.ingest_event("ws_w", f"t{i % 4}", {"i": i}) for i in range(total)))
     await store.close()
-
-    await daemon.start()
     await receiver.wait_for("/w", total, timeout=90)
     await asyncio.sleep(1.5)  # one more snapshot from every worker
 

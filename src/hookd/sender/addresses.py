@@ -1,8 +1,8 @@
 """The outbound address policy: which IP addresses hookd may connect to.
 
 The check that counts runs on the exact address a socket is about to connect
-to (``AddressPolicy.socket_factory``, installed as aiohttp's
-``TCPConnector(socket_factory=...)``), after DNS and whatever notation the URL
+to (``AddressPolicy.socket_factory``, which the sender's HTTP client calls for
+every new connection, ``sender.http``), after DNS and whatever notation the URL
 used, so IP literals in odd notations, DNS answers and DNS rebinding between a
 webhook's creation and its delivery all meet the same rule.  Redirects are
 never followed (``sender.http``), so a receiver cannot bounce us inward either.
@@ -10,10 +10,10 @@ never followed (``sender.http``), so a receiver cannot bounce us inward either.
 Two cheaper checks sit in front of it, for clearer answers rather than for
 safety, both without DNS (:func:`static_refusal`): the API refuses URLs that
 are *obviously* internal (:func:`destination_problem`), and the sender refuses
-the same hosts before aiohttp sees them, because aiohttp rejects legacy IPv4
-notations such as ``0177.1`` as invalid URLs and ``a.localhost`` may not
-resolve at all: both would be retried as connection errors instead of ending
-as ``blocked``.
+the same hosts before any DNS, because ``a.localhost`` may not resolve at all
+and a legacy IPv4 notation such as ``0177.1`` is no name to ask a resolver
+about: both would be retried as connection errors instead of ending as
+``blocked``.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ class AddressPolicy:
         return self.refusal(address) is None
 
     def socket_factory(self, addr_info: Any) -> socket.socket:
-        """aiohttp ``TCPConnector(socket_factory=...)`` hook: refuse, or make the socket.
+        """The sender's connect hook: refuse, or make the socket.
 
         ``addr_info`` is the getaddrinfo-style tuple whose ``sockaddr`` the
         socket is connected to next, so this sees the final address whatever
@@ -245,7 +245,7 @@ def static_refusal(host: str, policy: AddressPolicy) -> str | None:
 def destination_problem(url: str, policy: AddressPolicy) -> str | None:
     """Why ``url`` obviously leads somewhere the policy forbids, or None.
 
-    No DNS (see :func:`static_refusal`).  Hosts are read the way aiohttp
+    No DNS (see :func:`static_refusal`).  Hosts are read the way the sender
     will read them (yarl: IDNA, full-width digits), raw and percent-decoded.
     """
     try:
@@ -262,7 +262,7 @@ def destination_problem(url: str, policy: AddressPolicy) -> str | None:
             )
         address = literal_address(host)
         if address is not None and address.version == 4 and not _is_dotted_quad(host):
-            # aiohttp refuses to connect to legacy notations at all.
+            # Written as a plain address it means the same and reads unambiguously.
             return f"host {host} is a legacy IPv4 notation; write it as {address}"
     return None
 

@@ -1,37 +1,73 @@
 """The HTTP client side of a delivery attempt.
 
-One aiohttp session with keep-alive serves every attempt.  Each request has
-the webhook's timeoutMs as its *total* budget (connect, send, response), never
-follows a redirect, and reads at most ``max_response_bytes`` of the response
-(decompressing it ourselves, with the same bound, so a gzip bomb stays
-small).  Whatever happens, ``send`` returns a :class:`SendResult`; it never
-raises for a receiver's misbehaviour.
+A purpose-built HTTP/1.1 keep-alive client on asyncio Protocols (the wire
+part is ``sender.h1``), because a delivery's whole CPU budget is smaller
+than what a general-purpose client spends on one request.  It does exactly
+what a webhook POST needs:
 
-Every connection goes through the address policy's socket factory (see
-``sender.addresses``); an IP literal or a localhost/metadata name the policy
-forbids is refused before aiohttp sees it, so every notation ends as
-``blocked`` rather than as an "invalid URL" or DNS error that gets retried.
+- **One deadline.**  The webhook's timeoutMs is the *total* budget (DNS,
+  connect, TLS, send, response head, body), enforced by a single
+  ``loop.call_at`` timer per request.  While we wait for the response it
+  ends the exchange through the connection's future; before that (DNS,
+  connect) it cancels the task, and the cancellation is turned into the
+  timeout result.  A status line and head that arrived in time stand, with
+  whatever arrived of the body.
+- **Bounded reads.**  At most ``max_response_bytes`` of decoded body are
+  kept (gzip/deflate decoded here, with the same bound, the compressed
+  input bounded at 4x), the response head at 64 KiB.  A connection whose
+  body we stopped reading is closed, never pooled.
+- **Nothing implicit.**  Redirects are never followed (a 3xx is a status),
+  no proxy from the environment, no cookies.
+- **Keep-alive pool.**  Idle connections per (scheme, host, port), last in
+  first out, closed after 30 s idle; a connection the peer closed while
+  idle is dropped on checkout.  A request that fails on a *reused*
+  connection before any response byte arrived is sent once more on a fresh
+  connection (see ``_exchange``).
+- **The address policy on every connection.**  Each new connection goes to
+  one exact IP address that ``AddressPolicy.socket_factory`` approved just
+  before connecting (``sender.addresses``), after DNS, so every notation,
+  DNS answer and rebinding meets the same rule; an IP literal or a
+  localhost/metadata name the policy forbids is refused before any DNS
+  (``static_refusal``), so it ends as ``blocked`` rather than as a retried
+  DNS error.  DNS goes through an aiohttp ``AbstractResolver`` (tests
+  script one) with answers cached for 60 s; addresses are tried in order.
+- **TLS** with ``ssl.create_default_context()`` (verification on) and the
+  URL's host as SNI and verified name.
+
+Whatever happens, ``send`` returns a :class:`SendResult`; it never raises for
+a receiver's misbehaviour.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 import time
-import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from hookd import __version__
 from hookd.policy import ErrorKind
 from hookd.sender.addresses import AddressPolicy, BlockedAddressError, static_refusal
+from hookd.sender.h1 import AddrInfo, H1Connection, InvalidURLError, RequestBuilder, Target
 
 USER_AGENT = f"hookd/{__version__}"
 # The wording of the reference documents for a request that ran out of time.
 TIMEOUT_MESSAGE = "The operation was aborted due to timeout"
 STORED_BODY_CHARS = 256
+KEEPALIVE_SECONDS = 30.0
+DNS_TTL_SECONDS = 60.0
+# With more addresses still to try, one address gets its share of what is
+# left of the deadline, but at least this long.
+MIN_CONNECT_SHARE_SECONDS = 0.25
+
+_CACHE_SIZE = 16_384
+
+PoolKey = tuple[str, str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,25 +80,34 @@ class SendResult:
     duration_ms: int
 
 
-def _blocked(exc: BaseException) -> bool:
-    """Whether the policy refused *every* address the connection could use.
-
-    Happy Eyeballs raises the refusal itself when all candidates were refused
-    (they share one message), but a plain ``OSError("Multiple exceptions:
-    ...")`` when some were refused and others failed otherwise; that is an
-    ordinary connection failure, worth a retry, not ``blocked``.
-    """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, BlockedAddressError):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+class _Blocked(Exception):
+    """The policy refused every address the host resolved to."""
 
 
-_REFUSAL_CACHE_SIZE = 16_384
+class _ConnectFailed(Exception):
+    """No connection could be made; the text says why."""
+
+
+class _Deadline:
+    """The one timer of a request: it ends the exchange, or the connect phase."""
+
+    __slots__ = ("conn", "expired", "task", "when")
+
+    def __init__(self, task: asyncio.Task[object], when: float) -> None:
+        self.task = task
+        self.when = when  # loop time
+        # The connection whose response we are waiting for, if any.
+        self.conn: H1Connection | None = None
+        self.expired = False
+
+    def fire(self) -> None:
+        self.expired = True
+        conn = self.conn
+        if conn is not None:
+            conn.expire()
+        else:
+            # DNS, connect or TLS: coroutines we can only stop by cancelling.
+            self.task.cancel()
 
 
 class Sender:
@@ -73,159 +118,374 @@ class Sender:
         max_response_bytes: int = 8192,
         user_agent: str = USER_AGENT,
         resolver: AbstractResolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        keepalive_seconds: float = KEEPALIVE_SECONDS,
     ) -> None:
         self.policy = policy
         self.max_response_bytes = max_response_bytes
         self.user_agent = user_agent
         # None: aiohttp's default resolver.  Tests inject one to play DNS rebinding.
         self.resolver = resolver
-        self._refusals: dict[str, bool] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self.keepalive_seconds = keepalive_seconds
+        self._ssl_context = ssl_context
+        self._builder = RequestBuilder(user_agent)
+        # URL -> its parsed Target, None when the policy refuses it without DNS,
+        # or the text of why it is not a URL we can send to.
+        self._targets: dict[str, Target | str | None] = {}
+        self._idle: dict[PoolKey, list[H1Connection]] = {}
+        self._live: set[H1Connection] = set()
+        self._dns: dict[tuple[str, int], tuple[float, list[AddrInfo]]] = {}
+        self._lookups: dict[tuple[str, int], asyncio.Task[list[AddrInfo]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._own_resolver: AbstractResolver | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=0,  # the scheduler's semaphores are the limits
-            limit_per_host=0,
-            ttl_dns_cache=60,
-            keepalive_timeout=30,
-            socket_factory=self.policy.socket_factory,
-            enable_cleanup_closed=False,
-            resolver=self.resolver,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            # Never through an HTTP(S)_PROXY from the environment: the policy
-            # would then judge the proxy's address, not the receiver's.
-            trust_env=False,
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Content-Type"),
-        )
+        self._loop = loop = asyncio.get_running_loop()
+        if self.resolver is None:
+            from aiohttp.resolver import DefaultResolver
+
+            self._own_resolver = DefaultResolver()
+        self._sweeper = loop.call_later(self.keepalive_seconds / 2, self._sweep)
 
     async def close(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        if self._loop is None:
+            return
+        self._loop = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for task in list(self._lookups.values()):
+            task.cancel()
+        self._lookups.clear()
+        self._idle.clear()
+        for conn in list(self._live):
+            conn.abort()
+        if self._own_resolver is not None:
+            resolver, self._own_resolver = self._own_resolver, None
+            await resolver.close()
+        # Let the transports' connection_lost callbacks run before the loop may close.
+        await asyncio.sleep(0)
+
+    def clear_dns_cache(self) -> None:
+        """Forget cached DNS answers (the next connection to a name looks it up again)."""
+        self._dns.clear()
 
     async def send(
         self, url: str, body: bytes, headers: dict[str, str], timeout_ms: int
     ) -> SendResult:
-        session = self._session
-        if session is None:
+        loop = self._loop
+        if loop is None:
             raise RuntimeError("sender is not started")
-        full_headers = {
-            "Content-Type": "application/json",
-            "User-Agent": self.user_agent,
-            "Accept-Encoding": "gzip, deflate",
-            **headers,
-        }
-        timeout_s = timeout_ms / 1000
         started = time.monotonic()
-
-        def elapsed_ms() -> int:
-            return round((time.monotonic() - started) * 1000)
-
-        if self._refused_without_dns(url):
-            return SendResult(None, ErrorKind.BLOCKED, "blocked", None, None, elapsed_ms())
-
-        status: int | None = None
-        retry_after: str | None = None
-        text: str | None = None
-        # What arrived of the body, kept when the receiver stalls mid-body.
-        got = bytearray()
         try:
-            async with asyncio.timeout(timeout_s):
-                async with session.post(
-                    url,
-                    data=body,
-                    headers=full_headers,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=timeout_s),
-                ) as resp:
-                    status = resp.status
-                    retry_after = resp.headers.get("Retry-After")
-                    text = await self._read_body(resp, got)
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            if status is not None:
-                # The receiver answered but dribbled its body: its status stands.
-                text = _stored_text(got, self.max_response_bytes)
-                return SendResult(status, None, None, text, retry_after, elapsed_ms())
-            return SendResult(None, ErrorKind.TIMEOUT, TIMEOUT_MESSAGE, None, None, elapsed_ms())
-        except aiohttp.ClientResponseError as exc:
+            target = self._targets[url]
+        except KeyError:
+            target = self._learn(url)
+        if target is None:
+            return SendResult(None, ErrorKind.BLOCKED, "blocked", None, None, _ms(started))
+        if isinstance(target, str):
+            return SendResult(None, ErrorKind.CONNECT, target, None, None, _ms(started))
+        try:
+            request = self._builder.build(target, body, headers)
+        except ValueError as exc:
             return SendResult(
-                None,
-                ErrorKind.INVALID_RESPONSE,
-                f"invalid response: {exc.message}",
-                None,
-                None,
-                elapsed_ms(),
+                None, ErrorKind.CONNECT, f"invalid request: {exc}", None, None, _ms(started)
             )
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
-            if status is not None:
-                text = _stored_text(got, self.max_response_bytes)
-                return SendResult(status, None, None, text, retry_after, elapsed_ms())
-            if _blocked(exc):
-                return SendResult(None, ErrorKind.BLOCKED, "blocked", None, None, elapsed_ms())
-            if isinstance(exc, aiohttp.ClientPayloadError):
-                kind = ErrorKind.INVALID_RESPONSE
-            else:
-                kind = ErrorKind.CONNECT
-            return SendResult(None, kind, _describe(exc), None, None, elapsed_ms())
-        except (aiohttp.InvalidURL, ValueError) as exc:
-            return SendResult(
-                None, ErrorKind.CONNECT, f"invalid URL: {exc}", None, None, elapsed_ms()
-            )
-        return SendResult(status, None, None, text, retry_after, elapsed_ms())
 
-    def _refused_without_dns(self, url: str) -> bool:
-        # The answer depends only on the URL and this sender's fixed policy, and
-        # a box sends to the same few thousand URLs again and again: remember it.
-        known = self._refusals.get(url)
-        if known is not None:
-            return known
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = _Deadline(task, loop.time() + timeout_ms / 1000)
+        timer = loop.call_at(deadline.when, deadline.fire)
+        try:
+            conn = await self._exchange(target, request, deadline)
+        except asyncio.CancelledError:
+            if deadline.expired and task.uncancel() == 0:
+                return _timed_out(started)
+            raise
+        except _Blocked:
+            return SendResult(None, ErrorKind.BLOCKED, "blocked", None, None, _ms(started))
+        except _ConnectFailed as exc:
+            return SendResult(None, ErrorKind.CONNECT, str(exc), None, None, _ms(started))
+        finally:
+            timer.cancel()
+        if conn is None:
+            return _timed_out(started)
+        return self._outcome(conn, started)
+
+    def _outcome(self, conn: H1Connection, started: float) -> SendResult:
+        status = conn.status
+        if status is None or conn.error is not None:
+            conn.abort()
+            if conn.timed_out:
+                return _timed_out(started)
+            error = conn.error or "no response"
+            if conn.invalid:
+                return SendResult(
+                    None,
+                    ErrorKind.INVALID_RESPONSE,
+                    f"invalid response: {error}",
+                    None,
+                    None,
+                    _ms(started),
+                )
+            return SendResult(None, ErrorKind.CONNECT, error[:500], None, None, _ms(started))
+        text = _stored_text(conn.body)
+        retry_after = conn.retry_after
+        self._release(conn)
+        return SendResult(status, None, None, text, retry_after, _ms(started))
+
+    def _learn(self, url: str) -> Target | str | None:
+        # A box sends to the same few thousand URLs again and again: parse each
+        # once, and remember the policy's DNS-free verdict with it (it depends
+        # only on the URL and this sender's fixed policy).
+        target: Target | str | None
         try:
             host = URL(url).raw_host
         except (ValueError, UnicodeError):
-            return False  # aiohttp reports it as an invalid URL
-        refused = host is not None and static_refusal(host, self.policy) is not None
-        if len(self._refusals) >= _REFUSAL_CACHE_SIZE:
-            self._refusals.clear()
-        self._refusals[url] = refused
-        return refused
+            host = None  # reported as an invalid URL below
+        if host is not None and static_refusal(host, self.policy) is not None:
+            target = None
+        else:
+            try:
+                target = Target(url)
+            except InvalidURLError as exc:
+                target = f"invalid URL: {exc}"
+        if len(self._targets) >= _CACHE_SIZE:
+            self._targets.clear()
+        self._targets[url] = target
+        return target
 
-    async def _read_body(self, resp: aiohttp.ClientResponse, out: bytearray) -> str:
-        """Read and decode at most ``max_response_bytes`` into ``out``."""
-        limit = self.max_response_bytes
-        encoding = resp.headers.get("Content-Encoding", "").strip().lower()
-        decompressor = None
-        if encoding in ("gzip", "x-gzip"):
-            decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            decompressor = zlib.decompressobj()
-        raw_read = 0
-        # Compressed input is bounded too: a body that inflates to nothing
-        # (a bomb of zeros trimmed away) must not make us read forever.
-        raw_limit = limit * 4
-        while len(out) < limit and raw_read < raw_limit:
-            chunk = await resp.content.read(min(65536, raw_limit - raw_read))
-            if not chunk:
-                break
-            raw_read += len(chunk)
-            if decompressor is None:
-                out += chunk
+    # -- one exchange --------------------------------------------------------------------
+
+    async def _exchange(
+        self, target: Target, request: bytes, deadline: _Deadline
+    ) -> H1Connection | None:
+        """Send ``request`` and wait for its outcome; None when the deadline passed first."""
+        conn = self._checkout(target.key)
+        if conn is not None:
+            deadline.conn = conn
+            await conn.start(request, self.max_response_bytes)
+            deadline.conn = None
+            if conn.received or conn.timed_out or conn.error is None:
+                return conn
+            # The peer closed this kept-alive connection just as we reused it
+            # (its idle timeout and our request crossed).  Sending once more on
+            # a fresh connection is safe: the receiver never started to answer,
+            # so at worst it got the request and dropped it unanswered, which
+            # at-least-once delivery (and the webhook-id header receivers
+            # deduplicate on) already allows for.  Only once, and only on a
+            # fresh connection, so a receiver that always does this fails.
+            conn.abort()
+            if deadline.expired:
+                return None
+        conn = await self._connect(target, deadline)
+        if deadline.expired:
+            # The timer fired while the connect completed: whoever swallowed
+            # its cancellation, the request is over.
+            conn.abort()
+            task = deadline.task
+            if task.cancelling():
+                task.uncancel()
+            return None
+        deadline.conn = conn
+        await conn.start(request, self.max_response_bytes)
+        deadline.conn = None
+        return conn
+
+    def _checkout(self, key: PoolKey) -> H1Connection | None:
+        pool = self._idle.get(key)
+        if not pool:
+            return None
+        assert self._loop is not None
+        oldest = self._loop.time() - self.keepalive_seconds
+        while pool:
+            conn = pool.pop()
+            transport = conn.transport
+            if conn.closed or transport is None or transport.is_closing():
+                continue
+            if conn.idle_since < oldest:
+                conn.abort()
+                continue
+            return conn
+        return None
+
+    def _release(self, conn: H1Connection) -> None:
+        loop = self._loop
+        if loop is None or not conn.reusable():
+            conn.abort()
+            return
+        conn.park(loop.time())
+        pool = self._idle.get(conn.key)
+        if pool is None:
+            self._idle[conn.key] = [conn]
+        else:
+            pool.append(conn)
+
+    def _sweep(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        oldest = loop.time() - self.keepalive_seconds
+        for key, pool in list(self._idle.items()):
+            # Pools are LIFO: the longest idle are at the front.
+            stale = 0
+            while stale < len(pool) and (pool[stale].idle_since < oldest or pool[stale].closed):
+                pool[stale].abort()
+                stale += 1
+            if stale:
+                del pool[:stale]
+            if not pool:
+                del self._idle[key]
+        self._sweeper = loop.call_later(self.keepalive_seconds / 2, self._sweep)
+
+    # -- new connections -----------------------------------------------------------------
+
+    async def _connect(self, target: Target, deadline: _Deadline) -> H1Connection:
+        loop = self._loop
+        if loop is None:
+            raise _ConnectFailed("sender is closed")
+        infos = target.addr_infos
+        if infos is None:
+            try:
+                infos = await self._resolve(target.host, target.port)
+            except (OSError, ValueError, UnicodeError) as exc:
+                raise _ConnectFailed(_cannot_connect(target, exc)) from None
+        refused = 0
+        failure: BaseException | None = None
+        for i, info in enumerate(infos):
+            try:
+                sock = self.policy.socket_factory(info)
+            except BlockedAddressError:
+                refused += 1
+                continue
+            except OSError as exc:  # e.g. an IPv6 answer on a host without IPv6
+                failure = exc
                 continue
             try:
-                out += decompressor.decompress(chunk, limit - len(out))
-            except zlib.error:
-                out += chunk  # not really compressed: keep the raw bytes
-                decompressor = None
-        return _stored_text(out, limit)
+                if i < len(infos) - 1:
+                    async with asyncio.timeout(self._connect_share(deadline, len(infos) - i)):
+                        await loop.sock_connect(sock, info[4])
+                else:
+                    await loop.sock_connect(sock, info[4])
+            except OSError as exc:  # TimeoutError included: try the next address
+                sock.close()
+                failure = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            return await self._handshake(loop, target, sock)
+        if failure is None and refused:
+            raise _Blocked
+        if failure is None:
+            failure = OSError("DNS returned no addresses")
+        raise _ConnectFailed(_cannot_connect(target, failure))
+
+    def _connect_share(self, deadline: _Deadline, left: int) -> float:
+        # The request's own timer ends the whole attempt; this only keeps one
+        # silent address from using all of it while others wait their turn.
+        assert self._loop is not None
+        return max(MIN_CONNECT_SHARE_SECONDS, (deadline.when - self._loop.time()) / left)
+
+    async def _handshake(
+        self, loop: asyncio.AbstractEventLoop, target: Target, sock: socket.socket
+    ) -> H1Connection:
+        live = self._live
+        key = target.key
+
+        def factory() -> H1Connection:
+            return H1Connection(loop, live, key)
+
+        try:
+            if target.tls:
+                _, conn = await loop.create_connection(
+                    factory,
+                    sock=sock,
+                    ssl=self._tls_context(),
+                    server_hostname=target.server_hostname,
+                )
+            else:
+                _, conn = await loop.create_connection(factory, sock=sock)
+        except OSError as exc:  # ssl.SSLError is one
+            sock.close()
+            raise _ConnectFailed(_cannot_connect(target, exc)) from None
+        except BaseException:
+            sock.close()
+            raise
+        return conn
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            # Built on first use: loading the CA store costs milliseconds.
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
+    async def _resolve(self, host: str, port: int) -> list[AddrInfo]:
+        loop = self._loop
+        assert loop is not None
+        key = (host, port)
+        cached = self._dns.get(key)
+        if cached is not None and cached[0] > loop.time():
+            return cached[1]
+        # Concurrent deliveries to one name share one lookup; it runs on even
+        # if the request that started it gives up.
+        task = self._lookups.get(key)
+        if task is None:
+            task = loop.create_task(self._lookup(host, port))
+            self._lookups[key] = task
+            task.add_done_callback(self._lookup_done(key))
+        return await asyncio.shield(task)
+
+    def _lookup_done(self, key: tuple[str, int]) -> Callable[[asyncio.Task[list[AddrInfo]]], None]:
+        def done(task: asyncio.Task[list[AddrInfo]]) -> None:
+            if self._lookups.get(key) is task:
+                del self._lookups[key]
+            if not task.cancelled():
+                task.exception()  # seen, even if every waiter gave up
+
+        return done
+
+    async def _lookup(self, host: str, port: int) -> list[AddrInfo]:
+        resolver = self.resolver or self._own_resolver
+        assert resolver is not None
+        answers = await resolver.resolve(host, port, family=socket.AF_UNSPEC)
+        infos: list[AddrInfo] = []
+        for answer in answers:
+            address = answer["host"]
+            if ":" in address:
+                sockaddr: tuple[object, ...] = (address, answer["port"], 0, 0)
+                infos.append(
+                    (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)
+                )
+            else:
+                sockaddr = (address, answer["port"])
+                infos.append((socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr))
+        if not infos:
+            raise OSError(f"DNS returned no addresses for {host}")
+        loop = self._loop
+        if loop is not None:
+            if len(self._dns) >= _CACHE_SIZE:
+                self._dns.clear()
+            self._dns[(host, port)] = (loop.time() + DNS_TTL_SECONDS, infos)
+        return infos
 
 
-def _stored_text(out: bytearray, limit: int) -> str:
-    return out[:limit].decode("utf-8", errors="replace")[:STORED_BODY_CHARS]
+def _ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text[:500]
+def _timed_out(started: float) -> SendResult:
+    return SendResult(None, ErrorKind.TIMEOUT, TIMEOUT_MESSAGE, None, None, _ms(started))
+
+
+def _stored_text(body: bytearray) -> str:
+    # 256 characters never take more than 1024 bytes of UTF-8 (an undecodable
+    # byte becomes one character), so decoding a prefix gives the same text.
+    return body[: STORED_BODY_CHARS * 4].decode("utf-8", errors="replace")[:STORED_BODY_CHARS]
+
+
+def _cannot_connect(target: Target, exc: BaseException) -> str:
+    reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
+    ssl_text = "default" if target.tls else "False"
+    return f"Cannot connect to host {target.host}:{target.port} ssl:{ssl_text} [{reason}]"[:500]
