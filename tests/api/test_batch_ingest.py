@@ -480,3 +480,30 @@ async def test_sigkill_never_loses_an_acknowledged_batch_nor_leaves_half_of_one(
         )
         assert fanned == [(0,)], "an event without its delivery"
     assert len(acked) >= 3, f"few batches acknowledged between kills: {acked}"
+
+
+# -- the parser's shortcut never lets through what the full walk refuses -----------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "refused"),
+    [
+        (b'{"type":"a","data":"\\ud800"}', True),
+        (b'{"type":"a","data":"\\uDFFF"}', True),
+        (b'{"type":"a","data":{"\\uDbff":1}}', True),
+        (b'{"type":"a","data":"\\ud83d\\ude00"}', False),  # a pair is one character
+        (b'{"type":"a","data":"\\\\ud800"}', False),  # an escaped backslash, then text
+        (b'{"type":"a","data":"\\u00e9\\ud7ff"}', False),
+        (b'{"type":"a","data":' + b"[" * 31 + b"]" * 31 + b"}", False),  # 32 levels
+        (b'{"type":"a","data":' + b"[" * 32 + b"]" * 32 + b"}", True),
+        (b'{"type":"a","data":"' + b"[" * 40 + b'"}', False),  # brackets inside a string
+    ],
+)
+async def test_surrogates_and_depth_are_still_refused(api: Api, raw: bytes, refused: bool) -> None:
+    key = await api.key("ws_a")
+    reply = await api.call(
+        "POST", "/v1/events", key=key, data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert reply.status == (400 if refused else 202), reply.body
+    if refused:
+        assert reply.body["message"].startswith("body: ")
