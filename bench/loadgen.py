@@ -2,7 +2,9 @@
 
 ``python -m bench.loadgen ingest``: closed loop.  ``--concurrency`` keep-alive
 connections each send the next event as soon as the previous one was
-acknowledged (202 is only sent after the COMMIT that holds the event).
+acknowledged (202 is only sent after the COMMIT that holds the event).  With
+``--batch N`` each request is ``POST /v1/events/batch`` carrying N events, and
+one 202 acknowledges all N.
 
 ``python -m bench.loadgen latency``: open loop at a fixed rate, with an
 embedded :class:`bench.receiver.Receiver`; every event carries a sequence
@@ -77,15 +79,24 @@ class HttpConn(asyncio.Protocol):
         return await self.waiter
 
 
-def event_request(host: str, port: int, key: str, seq: int) -> bytes:
-    body = b'{"type":"bench.event","data":{"seq":%d,"pad":"0123456789abcdef0123456789abcdef"}}' % (
-        seq
-    )
+_EVENT = b'{"type":"bench.event","data":{"seq":%d,"pad":"0123456789abcdef0123456789abcdef"}}'
+
+
+def _post(path: bytes, host: str, port: int, key: str, body: bytes) -> bytes:
     return (
-        b"POST /v1/events HTTP/1.1\r\nHost: %s:%d\r\nX-Api-Key: %s\r\n"
+        b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nX-Api-Key: %s\r\n"
         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-        % (host.encode(), port, key.encode(), len(body), body)
+        % (path, host.encode(), port, key.encode(), len(body), body)
     )
+
+
+def event_request(host: str, port: int, key: str, seq: int) -> bytes:
+    return _post(b"/v1/events", host, port, key, _EVENT % seq)
+
+
+def batch_request(host: str, port: int, key: str, first_seq: int, n: int) -> bytes:
+    events = b",".join(_EVENT % seq for seq in range(first_seq, first_seq + n))
+    return _post(b"/v1/events/batch", host, port, key, b'{"events":[%s]}' % events)
 
 
 async def connect(host: str, port: int) -> HttpConn:
@@ -122,6 +133,7 @@ async def ingest(args: argparse.Namespace) -> dict[str, Any]:
     latencies: list[float] = []
     seq = 0
     marked = False
+    batch = args.batch
 
     async def worker(conn: HttpConn) -> None:
         nonlocal counted, errors, seq, marked
@@ -132,8 +144,12 @@ async def ingest(args: argparse.Namespace) -> dict[str, Any]:
             if not marked and now >= measure_from:
                 marked = True
                 _emit({"phase": "measure"})
-            seq += 1
-            raw = event_request(host, port, key, seq)
+            if batch:
+                raw = batch_request(host, port, key, seq + 1, batch)
+                seq += batch
+            else:
+                seq += 1
+                raw = event_request(host, port, key, seq)
             started = loop.time()
             try:
                 status = await conn.request(raw)
@@ -145,7 +161,7 @@ async def ingest(args: argparse.Namespace) -> dict[str, Any]:
             if status != 202:
                 errors += 1
             elif measure_from <= started and done <= measure_to:
-                counted += 1
+                counted += batch or 1
                 latencies.append(done - started)
 
     await asyncio.gather(*(worker(c) for c in conns))
@@ -161,6 +177,7 @@ async def ingest(args: argparse.Namespace) -> dict[str, Any]:
         "errors": errors,
         "statuses": {str(k): v for k, v in statuses.items()},
         "concurrency": args.concurrency,
+        "batch": batch,
         "duration_s": args.duration,
         "ack_ms_p50": percentile(latencies, 50) * 1000,
         "ack_ms_p99": percentile(latencies, 99) * 1000,
@@ -271,6 +288,7 @@ def main() -> None:
     i.add_argument("--concurrency", type=int, default=64)
     i.add_argument("--warmup", type=float, default=1.0)
     i.add_argument("--duration", type=float, default=10.0)
+    i.add_argument("--batch", type=int, default=0, help="events per /v1/events/batch request")
     lat = sub.add_parser("latency")
     lat.add_argument("--rate", type=float, default=1000.0)
     lat.add_argument("--concurrency", type=int, default=32)
