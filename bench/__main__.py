@@ -50,6 +50,9 @@ ROWS: list[tuple[str, str, str, str, float | None, bool]] = [
     ("ingest", "events_per_s", "events/s accepted (64 clients)", "/s", 5000, True),
     ("ingest", "ack_ms_p99", "202 latency p99", "ms", None, False),
     ("ingest", "daemon_cpu_us_per_event", "daemon CPU per event (+delivery)", "µs", None, False),
+    ("ingest", "batch_events_per_s", "events/s via /v1/events/batch (of 100)", "/s", None, True),
+    ("ingest", "batch_ack_ms_p99", "batch 202 latency p99", "ms", None, False),
+    ("ingest", "batch_daemon_cpu_us_per_event", "daemon CPU per batched event", "µs", None, False),
     ("latency", "first_attempt_ms_p50", "ingest→first attempt p50 @1000/s", "ms", None, False),
     ("latency", "first_attempt_ms_p99", "ingest→first attempt p99 @1000/s", "ms", 50, False),
     ("latency", "ack_ms_p99", "202 latency p99 @1000/s", "ms", None, False),
@@ -249,7 +252,14 @@ def _brief(name: str, r: dict[str, Any]) -> str:
     keys = {
         "throughput": ("deliveries_per_s", "cpu_us_per_delivery", "peak_rss_mb", "complete"),
         "isolation": ("deliveries_per_s", "cpu_us_per_attempt", "received_429", "complete"),
-        "ingest": ("events_per_s", "ack_ms_p99", "errors"),
+        "ingest": (
+            "events_per_s",
+            "ack_ms_p99",
+            "errors",
+            "batch_events_per_s",
+            "batch_ack_ms_p99",
+            "batch_errors",
+        ),
         "latency": ("first_attempt_ms_p50", "first_attempt_ms_p99", "missing_attempts"),
         "backlog": ("claim_ms_start", "claim_ms_middle", "claim_ms_end", "daemon_rss_mb_full"),
     }[name]

@@ -1,4 +1,10 @@
-"""``python -m bench profile``: where the daemon's CPU goes during the throughput scenario.
+"""``python -m bench profile``: where the daemon's CPU goes during a scenario.
+
+``--scenario throughput`` (the default) profiles the delivery drain;
+``--scenario ingest`` profiles the ingest scenario (``--batch N`` for the batch
+route), where the daemon also delivers what it accepts: the component split
+then tells ingest (aiohttp server, API handlers, the store's ingest) from
+delivery (scheduler, sender, aiohttp client).
 
 Attaches py-spy (a dev tool: ``.venv/bin/pip install py-spy``; not a
 dependency of hookd or of the benchmark's measurements) to the daemon once it
@@ -26,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Daemon, spawn
-from bench.scenarios import FULL, QUICK, delivery_run
+from bench.scenarios import FULL, QUICK, delivery_run, ingest_run
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -55,9 +61,32 @@ COMPONENTS: list[tuple[str, str]] = [
 ]
 STDLIB_ONLY = "asyncio event loop / stdlib only"
 
+# Which side of the daemon a sample works for, from any frame of its stack
+# (first match from the leaf up; a needle is looked for in "name file").  In the ingest scenario the same process
+# accepts events and delivers them; this tells the two apart.
+SIDES: list[tuple[str, str]] = [
+    ("_ingest_batch", "ingest"),
+    ("claim_due", "delivery"),
+    ("_record_batch", "delivery"),
+    ("next_due_at", "delivery"),
+    ("RequestHandler.", "ingest"),
+    ("hookd/api/", "ingest"),
+    ("aiohttp/web_", "ingest"),
+    ("Scheduler.", "delivery"),
+    ("hookd/sender/", "delivery"),
+    ("aiohttp/client", "delivery"),
+    ("ResponseHandler.", "delivery"),
+]
+SHARED = "shared: event loop, COMMIT/fsync and BEGIN, thread hand-off, background tasks"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--scenario", choices=("throughput", "ingest"), default="throughput")
+    p.add_argument("--batch", type=int, default=0, help="ingest: events per batch request")
+    p.add_argument(
+        "--no-delivery", action="store_true", help="ingest: no webhook subscribed (ingest alone)"
+    )
     p.add_argument("--duration", type=int, default=20, help="seconds of sampling")
     p.add_argument("--rate", type=int, default=200, help="samples per second")
     p.add_argument("--deliveries", type=int, help="queue size (default 200,000)")
@@ -93,6 +122,8 @@ def analyse(speedscope: dict[str, Any], top: int = 30) -> dict[str, Any]:
     incl_func: Counter[str] = Counter()
     by_comp: Counter[str] = Counter()
     by_thread: Counter[str] = Counter()
+    by_side: Counter[str] = Counter()
+    names = [f"{f['name']} {f.get('file', '')}" for f in frames]
     total = 0.0
     for prof in speedscope["profiles"]:
         weights = prof.get("weights") or [1] * len(prof["samples"])
@@ -108,6 +139,11 @@ def analyse(speedscope: dict[str, Any], top: int = 30) -> dict[str, Any]:
                 incl_func[fn] += w
             comp = next((comps[i] for i in reversed(stack) if comps[i]), STDLIB_ONLY)
             by_comp[comp] += w
+            side = next(
+                (label for i in reversed(stack) for needle, label in SIDES if needle in names[i]),
+                SHARED,
+            )
+            by_side[side] += w
 
     def pct(counter: Counter[str], n: int) -> list[tuple[str, float]]:
         return [(k, round(100 * v / total, 2)) for k, v in counter.most_common(n)]
@@ -116,6 +152,7 @@ def analyse(speedscope: dict[str, Any], top: int = 30) -> dict[str, Any]:
         "sampled_seconds": round(total, 2),
         "threads": pct(by_thread, 10),
         "components": pct(by_comp, 40),
+        "sides": pct(by_side, 3),
         "self_functions": pct(self_func, top),
         "self_lines": pct(self_line, top),
         "inclusive_functions": pct(incl_func, top * 2),
@@ -162,35 +199,53 @@ def main(args: argparse.Namespace) -> int:
             cmd.append("--native")
         holder["spy"] = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    result = delivery_run(
-        sizes,
-        ["o"] * sizes.webhooks,
-        on_ready=attach,
-        analyze=args.analyze,
-        max_seconds=args.duration + 3.0,  # the figures cover the sampled window
-    )
+    if args.scenario == "ingest":
+        # The load runs a little longer than the sampling, so the profile only
+        # sees the steady state.
+        sizes = replace(sizes, ingest_seconds=args.duration + 1.5)
+        result = ingest_run(sizes, batch=args.batch, on_ready=attach, deliver=not args.no_delivery)
+        unit, per = "event", result["daemon_cpu_us_per_event"]
+    else:
+        result = delivery_run(
+            sizes,
+            ["o"] * sizes.webhooks,
+            on_ready=attach,
+            analyze=args.analyze,
+            max_seconds=args.duration + 3.0,  # the figures cover the sampled window
+        )
+        unit, per = "delivery", result["cpu_us_per_delivery"]
     spy = holder["spy"]
     spy.wait(60)
     if not out.exists():
         print("py-spy wrote no profile (did the run end before --duration?)", file=sys.stderr)
         return 1
     summary = analyse(json.loads(out.read_text()), args.top)
-    us = result["cpu_us_per_delivery"]
     summary["run"] = result
-    summary["components_us_per_delivery"] = [
-        (name, round(p * us / 100, 1)) for name, p in summary["components"]
+    summary[f"components_us_per_{unit}"] = [
+        (name, round(p * per / 100, 1)) for name, p in summary["components"]
     ]
     (RESULTS / f"{args.out}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(
-        f"profiled: {result['delivered']} delivered, {result['deliveries_per_s']:.0f}/s,"
-        f" {us:.0f} µs CPU per delivery (py-spy attached), {summary['sampled_seconds']} s sampled"
-    )
+    if args.scenario == "ingest":
+        print(
+            f"profiled: {result['events_per_s']:.0f} events/s accepted,"
+            f" {per:.0f} µs daemon CPU per event (py-spy attached),"
+            f" {summary['sampled_seconds']} s sampled"
+        )
+    else:
+        print(
+            f"profiled: {result['delivered']} delivered, {result['deliveries_per_s']:.0f}/s,"
+            f" {per:.0f} µs CPU per delivery (py-spy attached),"
+            f" {summary['sampled_seconds']} s sampled"
+        )
     print("\nthreads:")
     for name, p in summary["threads"]:
         print(f"  {p:6.2f}%  {name}")
+    print("\nsides (ingest vs delivery, from any frame of the stack):")
+    for name, p in summary["sides"]:
+        print(f"  {p:6.2f}%  {p * per / 100:7.1f} µs  {name}")
     print("\ncomponents (first non-stdlib frame from the leaf):")
     for (name, p), (_, u) in zip(
-        summary["components"], summary["components_us_per_delivery"], strict=True
+        summary["components"], summary[f"components_us_per_{unit}"], strict=True
     ):
         print(f"  {p:6.2f}%  {u:7.1f} µs  {name}")
     print("\nself time by function:")

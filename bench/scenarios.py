@@ -24,6 +24,7 @@ from bench import setup_db
 from bench.common import (
     Daemon,
     count_status,
+    cpu_seconds,
     create_key,
     median,
     readonly_db,
@@ -271,13 +272,80 @@ def _drive(gen: subprocess.Popen[Any], daemon: Daemon, key: str) -> dict[str, An
     raise RuntimeError(f"load generator ended without a result: {daemon.log_tail()}")
 
 
-def ingest(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
+def _drive_ingest(
+    gen: subprocess.Popen[Any],
+    daemon: Daemon,
+    receiver: ReceiverProc,
+    key: str,
+    on_start: Callable[[Daemon], None] | None = None,
+) -> dict[str, Any]:
+    """:func:`_drive`, plus the CPU of the load generator and receiver and per daemon thread.
+
+    All of them share the machine's two cores with the daemon, so their cost is
+    part of the figure.
+    """
+    assert gen.stdin is not None
+    assert gen.stdout is not None
+    host, port = _host_port(daemon.listen)
+    gen.stdin.write(json.dumps({"host": host, "port": port, "key": key}).encode() + b"\n")
+    gen.stdin.flush()
+    if on_start is not None:
+        on_start(daemon)
+
+    def sample() -> tuple[float, float, float, float, dict[int, float]]:
+        return (
+            time.monotonic(),
+            daemon.cpu(),
+            cpu_seconds(gen.pid),
+            cpu_seconds(receiver.proc.pid),
+            thread_cpu_seconds(daemon.pid),
+        )
+
+    first = last = None
+    while line := gen.stdout.readline():
+        msg = json.loads(line)
+        if msg.get("phase") == "measure":
+            first = sample()
+        elif msg.get("phase") == "done":
+            last = sample()
+        elif "result" in msg:
+            if first is None or last is None:
+                raise RuntimeError("load generator reported no measured window")
+            result = dict(msg["result"])
+            seconds = last[0] - first[0]
+            result["daemon_cpu_s"] = last[1] - first[1]
+            result["daemon_cpu_utilisation"] = result["daemon_cpu_s"] / seconds
+            result["loadgen_cpu_utilisation"] = (last[2] - first[2]) / seconds
+            result["receiver_cpu_utilisation"] = (last[3] - first[3]) / seconds
+            main = daemon.pid
+            result["daemon_main_thread_cpu_utilisation"] = (
+                last[4].get(main, 0.0) - first[4].get(main, 0.0)
+            ) / seconds
+            return result
+    raise RuntimeError(f"load generator ended without a result: {daemon.log_tail()}")
+
+
+def ingest_run(
+    sizes: Sizes,
+    *,
+    batch: int = 0,
+    keep: bool = False,
+    on_ready: Callable[[Daemon], None] | None = None,
+    deliver: bool = True,
+) -> dict[str, Any]:
+    """64 closed-loop clients on ``POST /v1/events`` (or ``/v1/events/batch``, ``batch`` each).
+
+    ``deliver=False`` subscribes the one webhook to a type the clients never
+    send: ingest alone, for telling its cost from delivery's.
+    """
     with Workdir(keep) as wd:
         receiver = ReceiverProc()
         daemon = Daemon(wd / "hookd.db", wd / "hookd.log")
         gen = None
         try:
-            key = _api_setup(wd, receiver.url("/o/ingest"))
+            hook = Hook(receiver.url("/o/ingest"), events=("*",) if deliver else ("unsent.*",))
+            setup_db.create_hooks(wd / "hookd.db", [hook])
+            key = create_key(wd / "hookd.db", setup_db.WORKSPACE)
             daemon.start()
             gen = _loadgen(
                 [
@@ -286,11 +354,13 @@ def ingest(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
                     str(sizes.ingest_concurrency),
                     "--duration",
                     str(sizes.ingest_seconds),
+                    "--batch",
+                    str(batch),
                 ]
             )
             assert gen.stdout is not None
             json.loads(gen.stdout.readline())  # ready
-            result = _drive(gen, daemon, key)
+            result = _drive_ingest(gen, daemon, receiver, key, on_ready)
             result["peak_rss_mb"] = tree_hwm_mb(daemon.pid)[0]
             result["delivered_meanwhile"] = int(receiver.stats()["ok"])
             db = readonly_db(wd / "hookd.db")
@@ -305,6 +375,19 @@ def ingest(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
                 stop(gen, 5)
             daemon.stop()
             receiver.close()
+    return result
+
+
+# Events per request in the batch half of the ingest scenario.
+INGEST_BATCH = 100
+
+
+def ingest(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
+    """Single-event ingest, then the same clients on the batch route (``batch_*`` keys)."""
+    result = ingest_run(sizes, keep=keep)
+    batched = ingest_run(sizes, batch=INGEST_BATCH, keep=keep)
+    for name, value in batched.items():
+        result[f"batch_{name}"] = value
     return result
 
 

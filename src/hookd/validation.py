@@ -275,17 +275,53 @@ def validate_idempotency_key(value: Any, field: str = "idempotencyKey") -> str:
     return value
 
 
-def validate_event_body(body: Any) -> EventFields:
-    """``POST /v1/events``: ``type`` (no wildcards), any JSON ``data``, optional key."""
+def validate_event_body(body: Any, where: str = "") -> EventFields:
+    """``POST /v1/events``: ``type`` (no wildcards), any JSON ``data``, optional key.
+
+    ``where`` names the event inside a larger body (``events[3]``), so that
+    every field in a rejection is named by its full path (``events[3].type``).
+    """
+    prefix = f"{where}." if where else ""
     if not isinstance(body, dict):
-        raise ValidationError("body", "must be a JSON object")
-    _reject_unknown(body, EVENT_FIELDS)
+        raise ValidationError(where or "body", "must be a JSON object")
+    for name in body:
+        if name not in EVENT_FIELDS:
+            raise ValidationError(
+                prefix + name, f"unknown field; allowed: {', '.join(sorted(EVENT_FIELDS))}"
+            )
     for required in ("type", "data"):
         if required not in body:
-            raise ValidationError(required, "is required")
+            raise ValidationError(prefix + required, "is required")
     key = body.get("idempotencyKey")
     return EventFields(
-        type=validate_event_type(body["type"], "type"),
+        type=validate_event_type(body["type"], prefix + "type"),
         data=body["data"],
-        idempotency_key=validate_idempotency_key(key) if key is not None else None,
+        idempotency_key=(
+            validate_idempotency_key(key, prefix + "idempotencyKey") if key is not None else None
+        ),
     )
+
+
+BATCH_FIELDS = frozenset({"events"})
+MAX_BATCH_EVENTS = 500
+
+
+def validate_event_batch(body: Any, max_events: int = MAX_BATCH_EVENTS) -> list[EventFields]:
+    """``POST /v1/events/batch``: ``{"events": [event, ...]}``, 1 to ``max_events`` of them.
+
+    Every event is checked before anything is stored; the first problem found
+    names its event by index.
+    """
+    if not isinstance(body, dict):
+        raise ValidationError("body", "must be a JSON object")
+    _reject_unknown(body, BATCH_FIELDS)
+    if "events" not in body:
+        raise ValidationError("events", "is required")
+    events = body["events"]
+    if not isinstance(events, list):
+        raise ValidationError("events", "must be a list of events")
+    if not events:
+        raise ValidationError("events", "must not be empty")
+    if len(events) > max_events:
+        raise ValidationError("events", f"must have at most {max_events} entries")
+    return [validate_event_body(event, f"events[{i}]") for i, event in enumerate(events)]

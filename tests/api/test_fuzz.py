@@ -200,5 +200,5 @@ async def test_fuzz_from_the_openapi_document(api: Api) -> None:
         api.base_url, tenants, platform_key
     )
     labels, failures = await asyncio.to_thread(fuzz)
-    assert len(labels) == 14, labels
+    assert len(labels) == 15, labels
     assert not failures, "\n\n".join(failures)

@@ -29,6 +29,7 @@ WORKSPACE_ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/v1/webhooks", {"name": "n", "url": "https://a.example/x", "events": ["*"]}),
     ("GET", "/v1/deliveries", None),
     ("POST", "/v1/events", {"type": "email.replied", "data": {}}),
+    ("POST", "/v1/events/batch", {"events": [{"type": "email.replied", "data": {}}]}),
 ]
 
 

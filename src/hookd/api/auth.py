@@ -88,10 +88,13 @@ def presented_key(request: web.Request) -> str:
 
 
 def _plausible(key: str) -> bool:
+    # Printable ASCII without space (0x21-0x7E), checked in C rather than per character.
     return (
         key.startswith(WORKSPACE_PREFIX)
         and len(key) <= MAX_KEY_CHARS
-        and all(0x21 <= ord(c) <= 0x7E for c in key)
+        and key.isascii()
+        and key.isprintable()
+        and " " not in key
     )
 
 

@@ -1,4 +1,4 @@
-"""``POST /v1/events``: ingest one event and fan it out, atomically."""
+"""``POST /v1/events`` and ``POST /v1/events/batch``: ingest events and fan them out, atomically."""
 
 from __future__ import annotations
 
@@ -13,9 +13,15 @@ from hookd.api.errors import ApiError, bad_request
 from hookd.api.inputs import query, read_json
 from hookd.api.serialize import event_json, success
 from hookd.storage import IdempotencyConflict
-from hookd.validation import validate_event_body, validate_idempotency_key
+from hookd.storage.base import NewEvent
+from hookd.validation import (
+    validate_event_batch,
+    validate_event_body,
+    validate_idempotency_key,
+)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 def _canonical(value: Any) -> str:
@@ -55,7 +61,7 @@ async def ingest_event(request: web.Request) -> web.Response:
         stored = json.loads(result.event.body).get("data")
         if _canonical(stored) != _canonical(fields.data):
             raise ApiError(422, "idempotencyKey: already used for an event with other data")
-        headers["Idempotent-Replayed"] = "true"
+        headers[REPLAYED_HEADER] = "true"
     elif result.delivery_ids:
         ctx.scheduler.wake()
     return success(
@@ -65,5 +71,45 @@ async def ingest_event(request: web.Request) -> web.Response:
     )
 
 
+async def ingest_batch(request: web.Request) -> web.Response:
+    """Every event of the body, each with its fan-out, in one durable commit, or none.
+
+    Per-event idempotency keys only: a batch-wide ``Idempotency-Key`` header
+    would have to mean something for each event, so it is refused rather than
+    silently ignored.
+    """
+    ctx = request.app[CONTEXT]
+    query(request)
+    if IDEMPOTENCY_HEADER in request.headers:
+        raise bad_request(
+            IDEMPOTENCY_HEADER, "not accepted on a batch; give each event its idempotencyKey"
+        )
+    batch = validate_event_batch(await read_json(request))
+    events = [NewEvent(f.type, f.data, f.idempotency_key) for f in batch]
+    try:
+        results = await ctx.store.ingest_events(principal(request).workspace_id, events)
+    except IdempotencyConflict as exc:
+        # The message names the event: "events[3].idempotencyKey: already used ...".
+        raise ApiError(422, str(exc)) from None
+    except (ValueError, TypeError) as exc:  # pragma: no cover - the strict parser prevents it
+        raise ApiError(400, str(exc)) from None  # "events[3].data: ..."
+    created = False
+    replayed = True
+    for result in results:
+        ctx.metrics.observe_ingest(result)
+        if not result.duplicate:
+            replayed = False
+            created = created or bool(result.delivery_ids)
+    if created:
+        ctx.scheduler.wake()
+    return success(
+        [event_json(r.event, r.delivery_ids, r.duplicate) for r in results],
+        status=202,
+        # As on the single route: the whole answer is a replay of earlier ones.
+        headers={REPLAYED_HEADER: "true"} if replayed else {},
+    )
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/events", ingest_event)
+    app.router.add_post("/v1/events/batch", ingest_batch)

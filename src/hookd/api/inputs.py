@@ -29,6 +29,9 @@ MAX_CURSOR_CHARS = 64
 JSON_MEDIA_TYPE = "application/json"
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# In JSON text a lone surrogate can only be written as a \uD800-\uDFFF escape:
+# strict UTF-8 decoding refuses encoded surrogates.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
 
 
 async def read_json(request: web.Request, *, required: bool = True) -> Any:
@@ -78,18 +81,21 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# Built once: json.loads with hooks would build a new decoder for every body.
+_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant,
+    parse_float=_finite_float,
+    object_pairs_hook=_no_duplicates,
+)
+
+
 def parse_json(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise bad_request("body", "is not valid UTF-8") from None
     try:
-        value = json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-            object_pairs_hook=_no_duplicates,
-        )
+        value = _DECODER.decode(text)
     except RecursionError:
         raise bad_request("body", f"JSON is nested deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
@@ -98,7 +104,11 @@ def parse_json(raw: bytes) -> Any:
         ) from None
     except ValueError as exc:  # the hooks above, and ints too long to convert
         raise bad_request("body", f"invalid JSON: {exc}") from None
-    _check_tree(value)
+    # The walk costs about as much as the parse.  Skip it when the raw bytes
+    # already rule out what it looks for: nesting needs at least that many
+    # brackets, and a lone surrogate needs its escape.
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH or _SURROGATE_ESCAPE.search(raw):
+        _check_tree(value)
     return value
 
 
@@ -131,6 +141,8 @@ def require_object(value: Any) -> dict[str, Any]:
 
 def query(request: web.Request, allowed: Iterable[str] = ()) -> dict[str, str]:
     """Query parameters, each at most once; an unknown one is a 400 (typos filter nothing)."""
+    if not request.query_string:
+        return {}
     names = frozenset(allowed)
     out: dict[str, str] = {}
     for key, value in request.query.items():

@@ -24,6 +24,7 @@ from hookd.models import Status
 from hookd.validation import (
     DEFAULT_RETRY_ATTEMPTS,
     DEFAULT_TIMEOUT_MS,
+    MAX_BATCH_EVENTS,
     MAX_EVENT_TYPE_CHARS,
     MAX_EVENTS,
     MAX_IDEMPOTENCY_KEY_CHARS,
@@ -397,6 +398,24 @@ def _schemas(config: Config) -> dict[str, Any]:
                 },
             },
         },
+        "EventBatchCreate": {
+            "type": "object",
+            "required": ["events"],
+            "additionalProperties": False,
+            "properties": {
+                "events": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_BATCH_EVENTS,
+                    "items": _ref("EventCreate"),
+                    "description": "stored in one transaction, all or none; each event's"
+                    " data nests at most"
+                    f" {MAX_DEPTH - 2} levels (the batch envelope takes two of the"
+                    f" {MAX_DEPTH}); the whole body stays under the configured"
+                    " server.max_body_bytes",
+                }
+            },
+        },
         "EventAccepted": {
             "type": "object",
             "required": [
@@ -709,6 +728,35 @@ def build_document(config: Config) -> dict[str, Any]:
                         " first event and creates nothing",
                     }
                 ],
+            )
+        },
+        "/v1/events/batch": {
+            "post": _op(
+                f"Ingest 1 to {MAX_BATCH_EVENTS} events in one durable commit, all or none",
+                {
+                    "202": {
+                        **_success(
+                            {"type": "array", "items": _ref("EventAccepted")},
+                            "accepted: one entry per event, in request order (an event whose"
+                            " idempotency key was seen before, earlier in the batch included,"
+                            " gets the first event, duplicate: true)",
+                        ),
+                        "headers": {
+                            "Idempotent-Replayed": {
+                                "schema": {"type": "string", "enum": ["true"]},
+                                "description": "present when every event of the batch was a"
+                                " repeat, so nothing was created",
+                            }
+                        },
+                    },
+                    "422": _error(
+                        "an event's idempotency key was reused for another event type or data"
+                        " (the message names it: events[i].idempotencyKey); nothing was stored"
+                    ),
+                },
+                tag="events",
+                op_id="ingestEventBatch",
+                body=_ref("EventBatchCreate"),
             )
         },
         "/v1/deliveries": {

@@ -83,13 +83,27 @@ def delivery_json(d: Delivery, attempts: Sequence[Attempt] | None = None) -> dic
     return out
 
 
+# (ms, text) of the last timestamp formatted for an event: the events of one
+# group commit share their creation time, and formatting costs more than the rest.
+_last_event_time: tuple[int, str] = (-1, "")
+
+
+def _event_time(ms: int) -> str:
+    global _last_event_time
+    last_ms, text = _last_event_time
+    if ms != last_ms:
+        text = iso_ms(ms)
+        _last_event_time = (ms, text)
+    return text
+
+
 def event_json(e: Event, delivery_ids: Sequence[str], duplicate: bool) -> dict[str, Any]:
     return {
         "_id": e.id,
         "workspaceId": e.workspace_id,
         "type": e.type,
         "idempotencyKey": e.idempotency_key,
-        "createdAt": iso_ms(e.created_at),
+        "createdAt": _event_time(e.created_at),
         "deliveryIds": list(delivery_ids),
         "duplicate": duplicate,
     }

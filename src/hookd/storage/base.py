@@ -32,7 +32,25 @@ class StoreError(Exception):
 
 
 class IdempotencyConflict(Exception):
-    """A reused idempotency key carries a different event type."""
+    """A reused idempotency key carries a different event type (or, in a batch, other data).
+
+    ``index`` is the position of the offending event in a batch (``None`` for
+    a single ingest) and ``differs`` names what differs: ``"type"`` or ``"data"``.
+    """
+
+    def __init__(self, message: str, *, index: int | None = None, differs: str = "type") -> None:
+        super().__init__(message)
+        self.index = index
+        self.differs = differs
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """One event of a batch ingest (:meth:`Store.ingest_events`)."""
+
+    type: str
+    data: Any
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +173,21 @@ class Store(Protocol):
         data: Any,
         idempotency_key: str | None = None,
     ) -> IngestResult: ...
+
+    async def ingest_events(
+        self, workspace_id: str, events: Sequence[NewEvent]
+    ) -> list[IngestResult]:
+        """Store every event of ``events`` with its fan-out in one durable commit, or none.
+
+        Results come in the order of ``events``.  An event whose idempotency
+        key was used within the window, earlier in the same batch included,
+        gets the original event back (``duplicate``); if the type or the data
+        differ, :class:`IdempotencyConflict` names the event's index and
+        nothing of the batch is stored.  Data that cannot be serialized raises
+        ``ValueError``/``TypeError`` whose message starts with ``events[i]``,
+        again storing nothing.
+        """
+        ...
 
     async def get_event(self, workspace_id: str | None, event_id: str) -> Event | None: ...
 

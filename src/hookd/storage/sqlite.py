@@ -55,6 +55,7 @@ from hookd.storage.base import (
     AttemptRecord,
     DeliveryFilter,
     IdempotencyConflict,
+    NewEvent,
     Page,
     QueueStats,
     RecordResult,
@@ -286,21 +287,22 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     return int(created), item_id
 
 
+# One encoder for every event body: json.dumps with options builds a new one per call.
+_BODY_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def serialize_event(
     event_id: str, workspace_id: str, event_type: str, data: Any, created_at_iso: str
 ) -> bytes:
     """The event body every attempt sends, serialized once at ingest."""
-    return json.dumps(
+    return _BODY_ENCODER.encode(
         {
             "id": event_id,
             "type": event_type,
             "createdAt": created_at_iso,
             "workspaceId": workspace_id,
             "data": data,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
+        }
     ).encode("utf-8")
 
 
@@ -365,13 +367,194 @@ class _GroupCommit(Generic[I, R]):
 
 
 class _IngestItem:
-    __slots__ = ("data", "event_type", "idempotency_key", "workspace_id")
+    """One queued ingest: a single event, or a batch that is stored whole or not at all."""
 
-    def __init__(self, workspace_id: str, event_type: str, data: Any, idempotency_key: str | None):
+    __slots__ = ("batch", "events", "workspace_id")
+
+    def __init__(
+        self,
+        workspace_id: str,
+        events: Sequence[tuple[str, Any, str | None]],
+        batch: bool,
+    ) -> None:
         self.workspace_id = workspace_id
-        self.event_type = event_type
-        self.data = data
-        self.idempotency_key = idempotency_key
+        self.events = events  # (type, data, idempotency key)
+        # A batch also refuses a reused key whose data differ (a single ingest
+        # leaves that to the API, which compares after the fact).
+        self.batch = batch
+
+
+_INGEST_ITEM_ERRORS = (sqlite3.IntegrityError, ValueError, TypeError, IdempotencyConflict)
+
+_INSERT_EVENT_SQL = (
+    "INSERT INTO events (id, workspace_id, type, body, idempotency_key, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_DELIVERY_SQL = (
+    "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status,"
+    " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
+)
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class _IngestRun:
+    """The rows of one ingest transaction, collected and then written by ``executemany``.
+
+    Writing every event and every delivery of a group with one statement each,
+    instead of a few statements per event, is most of what makes a group cheap
+    on the database thread (each statement is a trip through the sqlite3
+    module and a GIL hand-over).  Keys taken earlier in the same run are
+    remembered here, since their rows are not in the table yet.
+    """
+
+    __slots__ = (
+        "conn",
+        "deliveries",
+        "events",
+        "hooks",
+        "keys",
+        "now",
+        "now_iso",
+        "store",
+        "workspaces",
+    )
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        conn: sqlite3.Connection,
+        now: int,
+        now_iso: str,
+        hooks: dict[str, list[tuple[str, tuple[str, ...], int | None]]],
+    ) -> None:
+        self.store = store
+        self.conn = conn
+        self.now = now
+        self.now_iso = now_iso
+        self.hooks = hooks  # read-only within the transaction: shared by runs
+        self.workspaces: set[str] = set()
+        self.keys: dict[tuple[str, str], tuple[IngestResult, Any]] = {}
+        self.events: list[tuple[str, str, str, bytes, str | None, int]] = []
+        self.deliveries: list[tuple[str, str, str, str, str, int, int, int]] = []
+
+    def add(self, item: _IngestItem) -> list[IngestResult]:
+        ws = item.workspace_id
+        now = self.now
+        hooks = self._hooks(ws)
+        results: list[IngestResult] = []
+        for index, (event_type, data, key) in enumerate(item.events):
+            if key is not None:
+                earlier = self._earlier(ws, key)
+                if earlier is not None:
+                    results.append(self._repeat(item, index, earlier, event_type, data))
+                    continue
+            event_id = new_id(now)
+            try:
+                body = serialize_event(event_id, ws, event_type, data, self.now_iso)
+            except (ValueError, TypeError) as exc:
+                if item.batch:
+                    kind = TypeError if isinstance(exc, TypeError) else ValueError
+                    raise kind(f"events[{index}].data: {exc}") from exc
+                raise
+            self.events.append((event_id, ws, event_type, body, key, now))
+            first = len(self.deliveries)
+            for hook_id, patterns, paused_until in hooks:
+                if subscribes(patterns, event_type):
+                    # A webhook paused by a 429 gets new work scheduled after the
+                    # pause, so the claim query never has to skip over it.
+                    due = max(now, paused_until or 0)
+                    self.deliveries.append(
+                        (new_id(now), ws, event_id, hook_id, event_type, due, now, now)
+                    )
+            result = IngestResult(
+                Event(event_id, ws, event_type, body, key, now),
+                tuple(row[0] for row in self.deliveries[first:]),
+                duplicate=False,
+            )
+            if key is not None:
+                self.keys[(ws, key)] = (result, data)
+            results.append(result)
+        return results
+
+    def _hooks(self, ws: str) -> list[tuple[str, tuple[str, ...], int | None]]:
+        hooks = self.hooks.get(ws)
+        if hooks is None:
+            hooks = [
+                (r[0], tuple(json.loads(r[1])), r[2])
+                for r in self.conn.execute(
+                    "SELECT id, events, paused_until FROM webhooks"
+                    " WHERE workspace_id = ? AND status = 'active' AND deleted_at IS NULL",
+                    (ws,),
+                )
+            ]
+            self.hooks[ws] = hooks
+        if ws not in self.workspaces:
+            # Once per workspace and transaction, not per event.
+            self.conn.execute(
+                "INSERT OR IGNORE INTO workspaces (id, name, created_at) VALUES (?, ?, ?)",
+                (ws, ws, self.now),
+            )
+            self.workspaces.add(ws)
+        return hooks
+
+    def _earlier(self, ws: str, key: str) -> tuple[IngestResult, Any] | None:
+        """The event that took ``key`` within the window, with its data if known."""
+        taken = self.keys.get((ws, key))
+        if taken is not None:
+            return taken
+        row = self.conn.execute(
+            "SELECT id, workspace_id, type, body, idempotency_key, created_at FROM events"
+            " WHERE workspace_id = ? AND idempotency_key = ? AND created_at >= ?"
+            " ORDER BY created_at LIMIT 1",
+            (ws, key, self.now - self.store._idempotency_window_ms),
+        ).fetchone()
+        if row is None:
+            return None
+        ids = self.conn.execute(
+            "SELECT id FROM deliveries WHERE event_id = ? ORDER BY id", (row[0],)
+        ).fetchall()
+        event = Event(row[0], row[1], row[2], bytes(row[3]), row[4], row[5])
+        return IngestResult(event, tuple(r[0] for r in ids), duplicate=False), _NOT_LOADED
+
+    def _repeat(
+        self,
+        item: _IngestItem,
+        index: int,
+        earlier: tuple[IngestResult, Any],
+        event_type: str,
+        data: Any,
+    ) -> IngestResult:
+        original, original_data = earlier
+        where = f"events[{index}].idempotencyKey" if item.batch else "idempotencyKey"
+        if original.event.type != event_type:
+            raise IdempotencyConflict(
+                f"{where}: already used for an event of another type",
+                index=index if item.batch else None,
+                differs="type",
+            )
+        if item.batch:
+            if original_data is _NOT_LOADED:
+                original_data = json.loads(original.event.body).get("data")
+            if _canonical_json(original_data) != _canonical_json(data):
+                raise IdempotencyConflict(
+                    f"{where}: already used for an event with other data",
+                    index=index,
+                    differs="data",
+                )
+        return IngestResult(original.event, original.delivery_ids, duplicate=True)
+
+    def flush(self) -> None:
+        if self.events:
+            self.conn.executemany(_INSERT_EVENT_SQL, self.events)
+        if self.deliveries:
+            self.conn.executemany(_INSERT_DELIVERY_SQL, self.deliveries)
+
+
+# Stands for "the original's data, not parsed yet" (None is valid JSON data).
+_NOT_LOADED: Any = object()
 
 
 def _classify_sqlite_error(exc: sqlite3.Error) -> StoreError:
@@ -397,7 +580,7 @@ class SqliteStore:
         self._synchronous = synchronous
         self._db: aiosqlite.Connection | None = None
         self._current_sync = synchronous
-        self._ingest: _GroupCommit[_IngestItem, IngestResult] = _GroupCommit(
+        self._ingest: _GroupCommit[_IngestItem, list[IngestResult]] = _GroupCommit(
             self, self._ingest_batch, max_batch=512
         )
         self._records: _GroupCommit[AttemptRecord, RecordResult] = _GroupCommit(
@@ -733,29 +916,45 @@ class SqliteStore:
         data: Any,
         idempotency_key: str | None = None,
     ) -> IngestResult:
-        return await self._ingest.submit(
-            _IngestItem(workspace_id, event_type, data, idempotency_key)
+        item = _IngestItem(workspace_id, ((event_type, data, idempotency_key),), batch=False)
+        return (await self._ingest.submit(item))[0]
+
+    async def ingest_events(
+        self, workspace_id: str, events: Sequence[NewEvent]
+    ) -> list[IngestResult]:
+        if not events:
+            return []
+        item = _IngestItem(
+            workspace_id, [(e.type, e.data, e.idempotency_key) for e in events], batch=True
         )
+        # Queued with single ingests: a batch shares their group's COMMIT (and fsync).
+        return await self._ingest.submit(item)
 
     def _ingest_batch(
         self, conn: sqlite3.Connection, items: list[_IngestItem]
-    ) -> list[IngestResult | Exception]:
+    ) -> list[list[IngestResult] | Exception]:
         from hookd.ids import iso_ms
 
         now = self.clock.now_ms()
-        hooks_by_workspace: dict[str, list[tuple[str, tuple[str, ...], int | None]]] = {}
-        results: list[IngestResult | Exception] = []
+        now_iso = iso_ms(now)
+        hooks: dict[str, list[tuple[str, tuple[str, ...], int | None]]] = {}
+        # Optimistic: the whole group in one pass, as almost every group succeeds.
+        run = _IngestRun(self, conn, now, now_iso, hooks)
+        conn.execute("SAVEPOINT ingest_group")
+        try:
+            results: list[list[IngestResult] | Exception] = [run.add(item) for item in items]
+            run.flush()
+        except _INGEST_ITEM_ERRORS:
+            conn.execute("ROLLBACK TO ingest_group")
+            conn.execute("RELEASE ingest_group")
+        else:
+            conn.execute("RELEASE ingest_group")
+            return results
+        # Something in the group failed: again, one item per savepoint, so that
+        # only the failing item fails (a batch is one item: all or nothing).
+        results = []
         for item in items:
-            conn.execute("SAVEPOINT ingest_item")
-            try:
-                result = self._ingest_one(conn, item, now, iso_ms(now), hooks_by_workspace)
-            except (sqlite3.IntegrityError, ValueError, TypeError, IdempotencyConflict) as exc:
-                conn.execute("ROLLBACK TO ingest_item")
-                conn.execute("RELEASE ingest_item")
-                results.append(exc)
-                continue
-            conn.execute("RELEASE ingest_item")
-            results.append(result)
+            results.append(self._ingest_one(conn, item, now, now_iso, hooks))
         return results
 
     def _ingest_one(
@@ -764,72 +963,19 @@ class SqliteStore:
         item: _IngestItem,
         now: int,
         now_iso: str,
-        hooks_by_workspace: dict[str, list[tuple[str, tuple[str, ...], int | None]]],
-    ) -> IngestResult:
-        if item.idempotency_key is not None:
-            row = conn.execute(
-                "SELECT id, workspace_id, type, body, idempotency_key, created_at FROM events"
-                " WHERE workspace_id = ? AND idempotency_key = ? AND created_at >= ?"
-                " ORDER BY created_at LIMIT 1",
-                (item.workspace_id, item.idempotency_key, now - self._idempotency_window_ms),
-            ).fetchone()
-            if row is not None:
-                if row[2] != item.event_type:
-                    raise IdempotencyConflict(
-                        "idempotencyKey was already used for an event of another type"
-                    )
-                ids = conn.execute(
-                    "SELECT id FROM deliveries WHERE event_id = ? ORDER BY id", (row[0],)
-                ).fetchall()
-                event = Event(row[0], row[1], row[2], bytes(row[3]), row[4], row[5])
-                return IngestResult(event, tuple(r[0] for r in ids), duplicate=True)
-        hooks = hooks_by_workspace.get(item.workspace_id)
-        if hooks is None:
-            hooks = [
-                (r[0], tuple(json.loads(r[1])), r[2])
-                for r in conn.execute(
-                    "SELECT id, events, paused_until FROM webhooks"
-                    " WHERE workspace_id = ? AND status = 'active' AND deleted_at IS NULL",
-                    (item.workspace_id,),
-                )
-            ]
-            hooks_by_workspace[item.workspace_id] = hooks
-        event_id = new_id(now)
-        body = serialize_event(event_id, item.workspace_id, item.event_type, item.data, now_iso)
-        conn.execute(
-            "INSERT OR IGNORE INTO workspaces (id, name, created_at) VALUES (?, ?, ?)",
-            (item.workspace_id, item.workspace_id, now),
-        )
-        conn.execute(
-            "INSERT INTO events (id, workspace_id, type, body, idempotency_key, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (event_id, item.workspace_id, item.event_type, body, item.idempotency_key, now),
-        )
-        rows = []
-        for hook_id, patterns, paused_until in hooks:
-            if subscribes(patterns, item.event_type):
-                # A webhook paused by a 429 gets new work scheduled after the pause,
-                # so the claim query never has to skip over it.
-                due = max(now, paused_until or 0)
-                rows.append(
-                    (
-                        new_id(now),
-                        item.workspace_id,
-                        event_id,
-                        hook_id,
-                        item.event_type,
-                        due,
-                        now,
-                        now,
-                    )
-                )
-        conn.executemany(
-            "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status,"
-            " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-            rows,
-        )
-        event = Event(event_id, item.workspace_id, item.event_type, body, item.idempotency_key, now)
-        return IngestResult(event, tuple(r[0] for r in rows), duplicate=False)
+        hooks: dict[str, list[tuple[str, tuple[str, ...], int | None]]],
+    ) -> list[IngestResult] | Exception:
+        run = _IngestRun(self, conn, now, now_iso, hooks)
+        conn.execute("SAVEPOINT ingest_item")
+        try:
+            result = run.add(item)
+            run.flush()
+        except _INGEST_ITEM_ERRORS as exc:
+            conn.execute("ROLLBACK TO ingest_item")
+            conn.execute("RELEASE ingest_item")
+            return exc
+        conn.execute("RELEASE ingest_item")
+        return result
 
     async def get_event(self, workspace_id: str | None, event_id: str) -> Event | None:
         row = await self._call(
