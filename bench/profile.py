@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Daemon, spawn
-from bench.scenarios import FULL, QUICK, delivery_run, ingest_run
+from bench.scenarios import FULL, QUICK, delivery_run, ingest_run, isolation_kinds
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -82,7 +82,7 @@ SHARED = "shared: event loop, COMMIT/fsync and BEGIN, thread hand-off, backgroun
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--scenario", choices=("throughput", "ingest"), default="throughput")
+    p.add_argument("--scenario", choices=("throughput", "isolation", "ingest"), default="throughput")
     p.add_argument("--batch", type=int, default=0, help="ingest: events per batch request")
     p.add_argument(
         "--no-delivery", action="store_true", help="ingest: no webhook subscribed (ingest alone)"
@@ -208,7 +208,9 @@ def main(args: argparse.Namespace) -> int:
     else:
         result = delivery_run(
             sizes,
-            ["o"] * sizes.webhooks,
+            isolation_kinds(sizes.webhooks)
+            if args.scenario == "isolation"
+            else ["o"] * sizes.webhooks,
             on_ready=attach,
             analyze=args.analyze,
             max_seconds=args.duration + 3.0,  # the figures cover the sampled window

@@ -605,7 +605,7 @@ async def test_claim_looks_past_webhooks_at_their_limit(contract_store: Store) -
 async def test_sqlite_claim_plan_walks_the_due_index_whatever_the_statistics(
     tmp_path: Path, clock: ManualClock
 ) -> None:
-    from hookd.storage.sqlite import _CLAIM_SCAN_SQL
+    from hookd.storage.sqlite import _CLAIM_SCAN_SQL, _WEBHOOK_DUE_SQL
 
     store = SqliteStore(tmp_path / "plan.db", clock)
     await store.open()
@@ -615,9 +615,16 @@ async def test_sqlite_claim_plan_walks_the_due_index_whatever_the_statistics(
     # Statistics for webhooks alone: what PRAGMA optimize may leave behind.
     await store._call(lambda c: c.execute("ANALYZE webhooks"))
     plan = await store._call(
-        lambda c: c.execute("EXPLAIN QUERY PLAN " + _CLAIM_SCAN_SQL, (0, 0, "[]", 10)).fetchall()
+        lambda c: c.execute("EXPLAIN QUERY PLAN " + _CLAIM_SCAN_SQL, (0, 0, 10)).fetchall()
+    )
+    seek = await store._call(
+        lambda c: c.execute("EXPLAIN QUERY PLAN " + _WEBHOOK_DUE_SQL, ("w", 0, 10)).fetchall()
     )
     await store.close()
     details = " | ".join(str(row[-1]) for row in plan)
     assert "deliveries_due" in details
+    assert "TEMP B-TREE" not in details, details
+    # The seek past webhooks at their limit reads one webhook's queue in order.
+    details = " | ".join(str(row[-1]) for row in seek)
+    assert "deliveries_webhook_due" in details
     assert "TEMP B-TREE" not in details, details
