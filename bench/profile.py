@@ -82,7 +82,9 @@ SHARED = "shared: event loop, COMMIT/fsync and BEGIN, thread hand-off, backgroun
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--scenario", choices=("throughput", "isolation", "ingest"), default="throughput")
+    p.add_argument(
+        "--scenario", choices=("throughput", "isolation", "ingest"), default="throughput"
+    )
     p.add_argument("--batch", type=int, default=0, help="ingest: events per batch request")
     p.add_argument(
         "--no-delivery", action="store_true", help="ingest: no webhook subscribed (ingest alone)"
