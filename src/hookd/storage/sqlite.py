@@ -1149,13 +1149,20 @@ class SqliteStore:
                 if delivery_id in taken:
                     from_head[webhook_id] = from_head.get(webhook_id, 0) + 1
             found: list[tuple[int, int, str, str]] = []
-            for (webhook_id,) in conn.execute(_CLAIMABLE_WEBHOOKS_SQL, (now,)).fetchall():
+            open_hooks = [
+                webhook_id
+                for (webhook_id,) in conn.execute(_CLAIMABLE_WEBHOOKS_SQL, (now,))
+                if room.get(webhook_id, default_room) > 0
+            ]
+            # Each webhook's share of what is still wanted, twice over so that
+            # webhooks with little due work leave room to the others: reading
+            # `room` rows of every webhook would read ten times the batch.
+            share = max(4, 2 * (limit - len(chosen)) // max(1, len(open_hooks)))
+            for webhook_id in open_hooks:
                 left = room.get(webhook_id, default_room)
-                if left <= 0:
-                    continue
                 for due, rowid, delivery_id in conn.execute(
                     _WEBHOOK_DUE_SQL,
-                    (webhook_id, now, min(left, limit) + from_head.get(webhook_id, 0)),
+                    (webhook_id, now, min(left, share) + from_head.get(webhook_id, 0)),
                 ):
                     if delivery_id not in taken:
                         found.append((due, rowid, delivery_id, webhook_id))
