@@ -34,6 +34,26 @@ from bench.common import percentile
 from bench.receiver import Receiver
 
 
+def next_response(buf: bytes) -> tuple[bytes | None, bytes]:
+    """Split one whole response (head + Content-Length body) off ``buf``.
+
+    Returns its head and what follows it, or ``(None, buf)`` while the response
+    is incomplete.  Enough HTTP/1.1 for hookd's answers, nothing more.
+    """
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None, buf
+    head = buf[:end]
+    pos = head.lower().find(b"\r\ncontent-length:")
+    length = 0
+    if pos >= 0:
+        eol = head.find(b"\r\n", pos + 2)
+        length = int(head[pos + 17 : eol if eol >= 0 else None])
+    if len(buf) < end + 4 + length:
+        return None, buf
+    return head, buf[end + 4 + length :]
+
+
 class HttpConn(asyncio.Protocol):
     """One keep-alive connection; one request at a time (no pipelining)."""
 
@@ -53,21 +73,9 @@ class HttpConn(asyncio.Protocol):
             self.closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf + data if self.buf else data
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            self.buf = buf
+        head, self.buf = next_response(self.buf + data if self.buf else data)
+        if head is None:
             return
-        head = buf[:end]
-        pos = head.lower().find(b"\r\ncontent-length:")
-        cl = 0
-        if pos >= 0:
-            eol = head.find(b"\r\n", pos + 2)
-            cl = int(head[pos + 17 : eol if eol >= 0 else None])
-        if len(buf) < end + 4 + cl:
-            self.buf = buf
-            return
-        self.buf = buf[end + 4 + cl :]
         status = int(head[9:12])
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(status)
@@ -206,21 +214,9 @@ class ClosedLoopConn(asyncio.Protocol):
         self._stop(True)
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf + data if self.buf else data
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            self.buf = buf
+        head, self.buf = next_response(self.buf + data if self.buf else data)
+        if head is None:
             return
-        head = buf[:end]
-        pos = head.lower().find(b"\r\ncontent-length:")
-        cl = 0
-        if pos >= 0:
-            eol = head.find(b"\r\n", pos + 2)
-            cl = int(head[pos + 17 : eol if eol >= 0 else None])
-        if len(buf) < end + 4 + cl:
-            self.buf = buf
-            return
-        self.buf = buf[end + 4 + cl :]
         if not self.active:
             return
         done = self.run.loop.time()

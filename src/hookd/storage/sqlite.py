@@ -27,7 +27,7 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -1127,15 +1127,20 @@ class SqliteStore:
         # Read a little more than needed so per-webhook caps can still fill the batch.
         scan = min(limit * 4, limit + 4096)
         chosen: list[str] = []
+
+        def take(pairs: Iterable[tuple[str, str]]) -> None:
+            """Choose deliveries in the given order while their webhooks have room."""
+            for delivery_id, webhook_id in pairs:
+                left = room.get(webhook_id, default_room)
+                if left <= 0:
+                    continue
+                room[webhook_id] = left - 1
+                chosen.append(delivery_id)
+                if len(chosen) >= limit:
+                    return
+
         candidates = conn.execute(_CLAIM_SCAN_SQL, (now, now, scan)).fetchall()
-        for delivery_id, webhook_id in candidates:
-            left = room.get(webhook_id, default_room)
-            if left <= 0:
-                continue
-            room[webhook_id] = left - 1
-            chosen.append(delivery_id)
-            if len(chosen) >= limit:
-                break
+        take(candidates)
         if len(chosen) < limit and len(candidates) >= scan:
             # The head of the queue is full of deliveries of webhooks at their
             # limit (a slow endpoint's backlog): take the oldest due work of
@@ -1167,14 +1172,7 @@ class SqliteStore:
                     if delivery_id not in taken:
                         found.append((due, rowid, delivery_id, webhook_id))
             found.sort()
-            for _due, _rowid, delivery_id, webhook_id in found:
-                left = room.get(webhook_id, default_room)
-                if left <= 0:
-                    continue
-                room[webhook_id] = left - 1
-                chosen.append(delivery_id)
-                if len(chosen) >= limit:
-                    break
+            take((delivery_id, webhook_id) for _due, _rowid, delivery_id, webhook_id in found)
         if not chosen:
             return []
         ids = json.dumps(chosen)
