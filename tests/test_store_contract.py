@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -302,6 +303,86 @@ async def test_a_stale_lease_can_never_overwrite_a_newer_attempt(
     assert d is not None and d.status is Status.FAILED and d.last_status_code == 500
     # Both requests went out, so both are on record.
     assert len(await s.list_attempts(delivery_id)) == 2
+
+
+async def test_one_settle_writes_each_record_as_if_alone(
+    contract_store: Store, clock: ManualClock
+) -> None:
+    """A batch of records: each applied or fenced by its own lease, every field
+    of its transition stored, every attempt on record, even for one delivery
+    listed twice (a stale lease's record beside the current one)."""
+    s = contract_store
+    await make_webhook(s)
+    ids = [(await s.ingest_event(WS, "t", {"i": i})).delivery_ids[0] for i in range(4)]
+    (old,) = await s.claim_due(1, LEASE_MS, {}, 16)
+    clock.advance(LEASE_MS / 1000 + 1)
+    claims = await s.claim_due(10, LEASE_MS, {}, 16)
+    by_id = {c.delivery_id: c for c in claims}
+    assert sorted(by_id) == sorted(ids) and by_id[old.delivery_id].lease_token != old.lease_token
+    retry_at = clock.now_ms() + 7000
+    failed = Transition(Status.FAILED, retry_at, 1, 0, None)
+    dead = Transition(Status.DEAD_LETTER, None, 3, 0, None, dead_letter_reason="why not")
+    records = [
+        record_for(by_id[ids[0]], delivered()),
+        record_for(old, delivered()),  # stale: the delivery was claimed again since
+        record_for(by_id[ids[1]], failed, 500),
+        record_for(by_id[ids[2]], dead, 400),
+        record_for(by_id[ids[0]], delivered()),  # its lease was spent by the first record
+    ]
+    results, _ = await s.settle_and_claim(records, 0, LEASE_MS, {}, 16)
+    assert [(r.delivery_id, r.applied) for r in results] == [
+        (ids[0], True),
+        (old.delivery_id, False),
+        (ids[1], True),
+        (ids[2], True),
+        (ids[0], False),
+    ]
+    d1 = await s.get_delivery(WS, ids[1])
+    assert d1 is not None
+    assert (d1.status, d1.next_attempt_at, d1.budget_used, d1.attempt_count) == (
+        Status.FAILED,
+        retry_at,
+        1,
+        1,
+    )
+    assert (d1.last_status_code, d1.last_response_body) == (500, "ok")
+    d2 = await s.get_delivery(WS, ids[2])
+    assert d2 is not None and d2.status is Status.DEAD_LETTER and d2.last_status_code == 400
+    assert len(await s.list_attempts(ids[0])) == 2 + (old.delivery_id == ids[0])
+    assert sum([len(await s.list_attempts(i)) for i in ids]) == len(records)
+
+
+@pytest.mark.parametrize(
+    "body", ["plain", 'ünïcødé € \U0001f600 "quoted" \\ \n', "nul \x00 inside", ""]
+)
+async def test_recorded_text_is_stored_exactly(contract_store: Store, body: str) -> None:
+    s = contract_store
+    await make_webhook(s)
+    ids = [(await s.ingest_event(WS, "t", {})).delivery_ids[0] for _ in range(2)]
+    claims = await s.claim_due(2, LEASE_MS, {}, 16)
+    records = [
+        replace(record_for(c, delivered()), response_body=body, error=body or None) for c in claims
+    ]
+    await s.settle_and_claim(records, 0, LEASE_MS, {}, 16)
+    for delivery_id in ids:
+        d = await s.get_delivery(WS, delivery_id)
+        assert d is not None and d.last_response_body == body
+        (attempt,) = await s.list_attempts(delivery_id)
+        assert (attempt.response_body, attempt.error) == (body, body or None)
+
+
+async def test_claim_reads_past_one_busy_webhook_to_the_others(contract_store: Store) -> None:
+    """The one webhook at its limit fills the head; the others still get their turn
+    in due order, and a claim with no room anywhere takes nothing."""
+    s = contract_store
+    busy = await make_webhook(s, events=("busy",))
+    quiet = await make_webhook(s, events=("quiet",))
+    busy_ids = [(await s.ingest_event(WS, "busy", {})).delivery_ids[0] for _ in range(150)]
+    quiet_ids = [(await s.ingest_event(WS, "quiet", {})).delivery_ids[0] for _ in range(5)]
+    claims = await s.claim_due(256, LEASE_MS, {busy.id: 3}, 32)
+    assert [c.delivery_id for c in claims if c.webhook_id == busy.id] == busy_ids[:3]
+    assert [c.delivery_id for c in claims if c.webhook_id == quiet.id] == quiet_ids
+    assert await s.claim_due(256, LEASE_MS, {busy.id: 0, quiet.id: 0}, 32) == []
 
 
 async def test_release_makes_a_delivery_due_at_once(contract_store: Store) -> None:

@@ -1,0 +1,109 @@
+"""Another process holding SQLite's write lock: hookd waits for it, up to busy_timeout_ms.
+
+`hookd serve` and its delivery workers (and the operator CLI) share one file;
+the store takes the write lock itself, polling finely instead of SQLite's
+coarse sleeping busy handler.  What must hold whatever the polling does: a
+writer that waits gets the lock once it is free and stores its data; past
+busy_timeout_ms it gives up with a clear error and stores nothing; the
+connection keeps its configured busy_timeout for every other statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from hookd.clock import ManualClock
+from hookd.models import NewWebhook
+from hookd.storage import StoreError
+from hookd.storage.sqlite import SqliteStore
+
+WS = "ws_lock"
+
+
+async def _open(path: Path, busy_timeout_ms: int) -> SqliteStore:
+    store = SqliteStore(path, ManualClock(), busy_timeout_ms=busy_timeout_ms)
+    await store.open()
+    await store.create_webhook(
+        NewWebhook(
+            workspace_id=WS,
+            name="hook",
+            url="https://example.com/hook",
+            events=("*",),
+            secret="secret-lock-0123",
+            retry_attempts=3,
+            timeout_ms=1000,
+            created_by="user_1",
+        )
+    )
+    return store
+
+
+def _holder(path: Path) -> sqlite3.Connection:
+    """Another process's connection, holding the write lock."""
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+async def _busy_timeout(store: SqliteStore) -> int:
+    return int(await store._call(lambda c: c.execute("PRAGMA busy_timeout").fetchone()[0]))
+
+
+async def test_a_writer_waits_for_the_lock_and_then_commits(tmp_path: Path) -> None:
+    store = await _open(tmp_path / "lock.db", busy_timeout_ms=10_000)
+    try:
+        other = _holder(tmp_path / "lock.db")
+        ingest = asyncio.create_task(store.ingest_event(WS, "t", {"n": 1}))
+        await asyncio.sleep(0.3)
+        assert not ingest.done(), "the write went through while another held the lock"
+        other.execute("COMMIT")
+        result = await asyncio.wait_for(ingest, 10)
+        assert len(result.delivery_ids) == 1
+        stored = other.execute(
+            "SELECT count(*) FROM deliveries WHERE event_id = ?", (result.event.id,)
+        ).fetchone()[0]
+        assert stored == 1
+        other.close()
+        assert await _busy_timeout(store) == 10_000
+    finally:
+        await store.close()
+
+
+async def test_a_writer_gives_up_after_busy_timeout_and_stores_nothing(tmp_path: Path) -> None:
+    store = await _open(tmp_path / "lock.db", busy_timeout_ms=300)
+    try:
+        other = _holder(tmp_path / "lock.db")
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="locked"):
+            await store.ingest_event(WS, "t", {"n": 1})
+        waited = time.monotonic() - started
+        assert waited >= 0.3
+        assert waited < 10, "gave up far later than busy_timeout_ms"
+        other.execute("ROLLBACK")
+        assert other.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+        other.close()
+        # The lock is free again: the store writes as before.
+        result = await store.ingest_event(WS, "t", {"n": 2})
+        assert len(result.delivery_ids) == 1
+        assert await _busy_timeout(store) == 300
+    finally:
+        await store.close()
+
+
+async def test_other_errors_at_begin_are_not_waited_on(tmp_path: Path) -> None:
+    store = await _open(tmp_path / "lock.db", busy_timeout_ms=10_000)
+    try:
+        # A read-only connection fails at once: no lock to wait for.
+        await store._call(lambda c: c.execute("PRAGMA query_only = 1"))
+        started = time.monotonic()
+        with pytest.raises(StoreError):
+            await store.ingest_event(WS, "t", {})
+        assert time.monotonic() - started < 5
+    finally:
+        await store._call(lambda c: c.execute("PRAGMA query_only = 0"))
+        await store.close()
