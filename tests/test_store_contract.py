@@ -699,7 +699,7 @@ async def test_sqlite_claim_plan_walks_the_due_index_whatever_the_statistics(
         lambda c: c.execute("EXPLAIN QUERY PLAN " + _CLAIM_SCAN_SQL, (0, 0, 10)).fetchall()
     )
     seek = await store._call(
-        lambda c: c.execute("EXPLAIN QUERY PLAN " + _WEBHOOK_DUE_SQL, ("w", 0, 10)).fetchall()
+        lambda c: c.execute("EXPLAIN QUERY PLAN " + _WEBHOOK_DUE_SQL, (0, 10, '["w"]')).fetchall()
     )
     await store.close()
     details = " | ".join(str(row[-1]) for row in plan)

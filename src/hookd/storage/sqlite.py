@@ -196,31 +196,66 @@ _CLAIM_COLUMNS = (
 )
 
 
-# The claim's candidate scan: the head of the due queue.  INDEXED BY pins the
-# plan to walking the due index in order: with statistics for `webhooks` alone
-# (what PRAGMA optimize leaves behind) SQLite would otherwise read and sort every
-# due delivery on each claim, 4 ms becoming 1.7 s at a million queued.  rowid
-# breaks ties in insertion order (FIFO) and is part of every index entry, so no
-# sort is needed.  Webhooks at their limit are filtered in Python, not here: a
-# filter in SQL would walk over every one of their due rows (a dead endpoint's
-# whole backlog) on every claim; the LIMIT bounds what one claim reads.
+# The hot statements below hand their rows back as one JSON array built inside
+# SQLite.  The sqlite3 module releases the GIL around every step of a statement
+# (one per row read or written) and must then take it back from the busy event
+# loop; on the database thread those hand-backs, not SQLite's own work, were
+# most of a transaction's time (a claim of 256 stepped ~600 rows one by one).
+# One step per statement is one hand-back.
+
+
+def _json_rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    """The rows of a statement that aggregates them into one JSON array."""
+    row = conn.execute(sql, params).fetchone()
+    return json.loads(row[0]) if row and row[0] else []
+
+
+# The claim's candidate scan: the head of the due queue, as [[due, rowid, id,
+# webhook_id], ...].  INDEXED BY pins the plan to walking the due index in
+# order: with statistics for `webhooks` alone (what PRAGMA optimize leaves
+# behind) SQLite would otherwise read and sort every due delivery on each claim,
+# 4 ms becoming 1.7 s at a million queued.  rowid breaks ties in insertion order
+# (FIFO) and is part of every index entry, so no sort is needed.  Webhooks at
+# their limit are filtered in Python, not here: a filter in SQL would walk over
+# every one of their due rows (a dead endpoint's whole backlog) on every claim;
+# the LIMIT bounds what one claim reads.
 _CLAIM_SCAN_SQL = (
-    "SELECT d.id, d.webhook_id FROM deliveries d INDEXED BY deliveries_due"
+    "SELECT json_group_array(json_array(due, rid, id, webhook_id)) FROM ("
+    "SELECT d.next_attempt_at AS due, d.rowid AS rid, d.id AS id, d.webhook_id AS webhook_id"
+    " FROM deliveries d INDEXED BY deliveries_due"
     " JOIN webhooks w ON w.id = d.webhook_id"
     " WHERE d.next_attempt_at <= ?"
     "   AND w.status = 'active' AND (w.paused_until IS NULL OR w.paused_until <= ?)"
-    " ORDER BY d.next_attempt_at, d.rowid LIMIT ?"
+    " ORDER BY d.next_attempt_at, d.rowid LIMIT ?)"
 )
-# When the head is full of webhooks at their limit: the webhooks that may send...
+# When the head is crowded with webhooks at their limit: the webhooks that may
+# send, less those without room (a JSON array of their ids)...
 _CLAIMABLE_WEBHOOKS_SQL = (
-    "SELECT id FROM webhooks WHERE status = 'active' AND deleted_at IS NULL"
-    " AND (paused_until IS NULL OR paused_until <= ?)"
+    "SELECT json_group_array(id) FROM webhooks WHERE status = 'active' AND deleted_at IS NULL"
+    " AND (paused_until IS NULL OR paused_until <= ?1)"
+    " AND id NOT IN (SELECT value FROM json_each(?2))"
 )
-# ... and the oldest due deliveries of one of them, by its own queue's index.
+# ... and the oldest due deliveries of each of them (ids in a JSON array), read
+# by its own queue's index: [[[due, rowid, id, webhook_id], ...], ...].
 _WEBHOOK_DUE_SQL = (
-    "SELECT next_attempt_at, rowid, id FROM deliveries INDEXED BY deliveries_webhook_due"
-    " WHERE webhook_id = ? AND next_attempt_at <= ? ORDER BY next_attempt_at, rowid LIMIT ?"
+    "SELECT json_group_array(json(queue)) FROM (SELECT (SELECT json_group_array(json_array("
+    "due, rid, id, webhook_id)) FROM (SELECT next_attempt_at AS due, rowid AS rid, id, webhook_id"
+    " FROM deliveries INDEXED BY deliveries_webhook_due"
+    " WHERE webhook_id = hook.value AND next_attempt_at <= ?1"
+    " ORDER BY next_attempt_at, rowid LIMIT ?2)) AS queue FROM json_each(?3) AS hook)"
 )
+# What an attempt needs of each delivery just leased (the columns of
+# _CLAIM_COLUMNS; the body, stored as the UTF-8 bytes of JSON, travels as text).
+_CLAIMED_SQL = (
+    "SELECT json_group_array(json_array("
+    + _CLAIM_COLUMNS.replace("e.body", "CAST(e.body AS TEXT)")
+    + ")) FROM deliveries d JOIN events e ON e.id = d.event_id JOIN webhooks w"
+    " ON w.id = d.webhook_id WHERE d.id IN (SELECT value FROM json_each(?)) AND d.lease_token = ?"
+)
+# Head rows read past the batch, so that webhooks at their limit can still
+# leave a full batch; a window this crowded sends the claim to the per-webhook
+# queues instead.
+_SCAN_SLACK = 64
 # One attempt's transition, fenced by its lease token.
 _RECORD_TRANSITION_SQL = (
     "UPDATE deliveries SET status = ?, next_attempt_at = ?, lease_token = NULL,"
@@ -233,9 +268,9 @@ _INSERT_ATTEMPT_SQL = (
     "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms,"
     " status_code, error, response_body, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-# The same for many at once: a JSON array of
-# [id, lease token, status, next attempt, budget used, 429 count, 429 since,
-# status code, error, response body, status reason]; returns the ids it moved.
+# The same for many at once, from a JSON array of [id, lease token, status,
+# next attempt, budget used, 429 count, 429 since, status code, error,
+# response body, status reason] ...
 _RECORD_TRANSITIONS_SQL = (
     "UPDATE deliveries SET status = r.status, next_attempt_at = r.next_at,"
     " lease_token = NULL, attempt_count = attempt_count + 1, budget_used = r.budget,"
@@ -249,8 +284,15 @@ _RECORD_TRANSITIONS_SQL = (
     "   json_extract(value, '$[8]') AS error, json_extract(value, '$[9]') AS body,"
     "   json_extract(value, '$[10]') AS reason FROM json_each(?2)) AS r"
     " WHERE deliveries.id = r.id AND deliveries.lease_token = r.token"
-    " RETURNING deliveries.id"
 )
+# ... which of them still hold their lease (a JSON array of ids), read just
+# before that UPDATE in the same transaction (RETURNING steps once per row) ...
+_LEASED_SQL = (
+    "SELECT json_group_array(d.id) FROM json_each(?) AS r CROSS JOIN deliveries d"
+    " ON d.id = json_extract(r.value, '$[0]') AND d.lease_token = json_extract(r.value, '$[1]')"
+)
+# ... and their attempt rows, from [id, delivery id, number, started at,
+# duration, status code, error, response body, outcome].
 _INSERT_ATTEMPTS_SQL = (
     "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms,"
     " status_code, error, response_body, outcome)"
@@ -259,9 +301,9 @@ _INSERT_ATTEMPTS_SQL = (
     " json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'),"
     " json_extract(value, '$[8]') FROM json_each(?)"
 )
-# Head rows read per step of the claim's scan; as many skipped rows (webhooks at
-# their limit) send the claim to the per-webhook queues instead.
-_SCAN_CHUNK = 64
+# SQLite's JSON functions end a string at an escaped NUL, so a batch whose JSON
+# holds one (as text a hostile receiver sent) is bound row by row instead.
+_JSON_NUL = "\\u0000"
 # A 429 pause moves the webhook's waiting deliveries only when it ends more
 # than this after where they already wait.
 _PUSH_SLACK_MS = 1000
@@ -313,7 +355,7 @@ def _delivery(row: sqlite3.Row | tuple[Any, ...]) -> Delivery:
     )
 
 
-def _claimed(row: sqlite3.Row | tuple[Any, ...], now_ms: int) -> ClaimedDelivery:
+def _claimed(row: Sequence[Any], now_ms: int) -> ClaimedDelivery:
     signing = [row[7]]
     if row[8] is not None and row[9] is not None and row[9] > now_ms:
         signing.append(row[8])
@@ -323,7 +365,8 @@ def _claimed(row: sqlite3.Row | tuple[Any, ...], now_ms: int) -> ClaimedDelivery
         webhook_id=row[2],
         event_id=row[3],
         event_type=row[4],
-        body=bytes(row[5]),
+        # Text when the row came as JSON (see _CLAIMED_SQL).
+        body=row[5].encode() if isinstance(row[5], str) else bytes(row[5]),
         url=row[6],
         secrets=tuple(signing),
         timeout_ms=row[10],
@@ -457,6 +500,22 @@ _INSERT_EVENT_SQL = (
 _INSERT_DELIVERY_SQL = (
     "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status,"
     " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
+)
+
+# The same for a whole group, from JSON arrays of those values (the body as text).
+_INSERT_EVENTS_SQL = (
+    "INSERT INTO events (id, workspace_id, type, body, idempotency_key, created_at)"
+    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+    " json_extract(value, '$[2]'), CAST(json_extract(value, '$[3]') AS BLOB),"
+    " json_extract(value, '$[4]'), json_extract(value, '$[5]') FROM json_each(?)"
+)
+_INSERT_DELIVERIES_SQL = (
+    "INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status,"
+    " next_attempt_at, created_at, updated_at)"
+    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+    " json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'),"
+    " 'pending', json_extract(value, '$[5]'), json_extract(value, '$[6]'),"
+    " json_extract(value, '$[7]') FROM json_each(?)"
 )
 
 
@@ -611,10 +670,22 @@ class _IngestRun:
         return IngestResult(original.event, original.delivery_ids, duplicate=True)
 
     def flush(self) -> None:
-        if self.events:
+        if not self.events:
+            return
+        # Two statements for the whole group, reading it from JSON arrays: one
+        # statement step each rather than one per row (see _json_rows).
+        events = json.dumps(
+            [(i, ws, t, body.decode(), key, at) for i, ws, t, body, key, at in self.events],
+            ensure_ascii=False,
+        )
+        deliveries = json.dumps(self.deliveries, ensure_ascii=False)
+        if _JSON_NUL in events or _JSON_NUL in deliveries:
             self.conn.executemany(_INSERT_EVENT_SQL, self.events)
-        if self.deliveries:
             self.conn.executemany(_INSERT_DELIVERY_SQL, self.deliveries)
+            return
+        self.conn.execute(_INSERT_EVENTS_SQL, (events,))
+        if self.deliveries:
+            self.conn.execute(_INSERT_DELIVERIES_SQL, (deliveries,))
 
 
 # Stands for "the original's data, not parsed yet" (None is valid JSON data).
@@ -677,7 +748,8 @@ class SqliteStore:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
 
     def _configure(self, conn: sqlite3.Connection) -> None:
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        # 0: waiting for another process's lock is done by _call, not SQLite.
+        conn.execute("PRAGMA busy_timeout = 0")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if self.path != ":memory:" and str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"cannot switch to WAL journal (got {mode})")
@@ -722,8 +794,33 @@ class SqliteStore:
         if db is None:
             raise StoreError("store is not open")
 
+        conn = db._conn
+        timeout = self._busy_timeout_ms / 1000
+
         def run() -> T:
-            return fn(db._conn)
+            try:
+                return fn(conn)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or conn.in_transaction:
+                    raise
+            # Another process holds a lock (serve, a delivery worker and the CLI
+            # share the file).  SQLite's own busy handler sleeps 1, 2, 5, 10,
+            # 15, 20, 25 ... ms between tries, so a waiter often slept through
+            # several of the other side's short transactions, leaving both
+            # processes idle; here the wait polls from 50 us up to 1 ms, for up
+            # to busy_timeout_ms.  Nothing was written (no transaction is
+            # open), so the unit of work simply runs again.
+            deadline = time.monotonic() + timeout
+            pause = 0.00005
+            while True:
+                # Sleeping releases the GIL: the event loop runs meanwhile.
+                time.sleep(pause)
+                pause = min(pause * 2, 0.001)
+                try:
+                    return fn(conn)
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc) or conn.in_transaction or time.monotonic() >= deadline:
+                        raise
 
         # aiosqlite runs every call on its one worker thread; handing it a
         # whole unit of work as a single callable is what keeps a transaction's
@@ -748,7 +845,7 @@ class SqliteStore:
             if self._current_sync != sync:
                 conn.execute(f"PRAGMA synchronous = {sync}")
                 self._current_sync = sync
-            self._begin_immediate(conn)
+            conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
                 conn.execute("COMMIT")
@@ -759,33 +856,6 @@ class SqliteStore:
             return result
 
         return await self._call(run)
-
-    def _begin_immediate(self, conn: sqlite3.Connection) -> None:
-        """Take the write lock, waiting up to ``busy_timeout_ms`` for another process.
-
-        SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25 ... ms between
-        tries, so with delivery workers committing beside serve a waiter often
-        slept through several of the other side's short transactions (both
-        processes idle, an ingest acknowledged tens of ms late).  Here the wait
-        for the lock polls from 50 µs up to 1 ms; every other statement keeps
-        the configured busy_timeout.
-        """
-        conn.execute("PRAGMA busy_timeout = 0")
-        try:
-            deadline = time.monotonic() + self._busy_timeout_ms / 1000
-            pause = 0.00005
-            while True:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as exc:
-                    if not _is_busy(exc) or time.monotonic() >= deadline:
-                        raise
-                # Sleeping releases the GIL: the event loop runs meanwhile.
-                time.sleep(pause)
-                pause = min(pause * 2, 0.001)
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
 
     async def ping(self) -> None:
         await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
@@ -1200,15 +1270,13 @@ class SqliteStore:
         default_room: int,
     ) -> list[ClaimedDelivery]:
         room = dict(per_webhook_room)
-        # The most head rows one claim reads, so per-webhook caps can still fill the batch.
-        scan = min(limit * 4, limit + 4096)
         chosen: list[str] = []
-        skipped = 0
 
-        def take(pairs: Iterable[tuple[str, str]]) -> None:
-            """Choose deliveries in the given order while their webhooks have room."""
-            nonlocal skipped
-            for delivery_id, webhook_id in pairs:
+        def take(rows: Iterable[list[Any]]) -> int:
+            """Choose deliveries in the given order while their webhooks have
+            room; return how many were passed over for want of it."""
+            skipped = 0
+            for _due, _rowid, delivery_id, webhook_id in rows:
                 left = room.get(webhook_id, default_room)
                 if left <= 0:
                     skipped += 1
@@ -1216,25 +1284,17 @@ class SqliteStore:
                 room[webhook_id] = left - 1
                 chosen.append(delivery_id)
                 if len(chosen) >= limit:
-                    return
+                    break
+            return skipped
 
-        # The head is read a chunk at a time and only as far as needed: a full
-        # batch usually sits in the first rows, and every row read costs a trip
-        # through the sqlite3 module under the GIL that the event loop needs.
-        cursor = conn.execute(_CLAIM_SCAN_SQL, (now, now, scan))
-        head: list[tuple[str, str]] = []
-        exhausted = False
-        while len(chosen) < limit and skipped < _SCAN_CHUNK and len(head) < scan:
-            want = min(_SCAN_CHUNK, scan - len(head))
-            rows = cursor.fetchmany(want)
-            head.extend(rows)
-            take(rows)
-            if len(rows) < want:
-                # Every due delivery that may be sent now has been seen.
-                exhausted = True
-                break
-        cursor.close()
-        if len(chosen) < limit and not exhausted:
+        window = min(limit + _SCAN_SLACK, limit * 4)
+        head = _json_rows(conn, _CLAIM_SCAN_SQL, (now, now, window))
+        # (The aggregate keeps the scan's order in practice; sorting makes it a
+        # promise, and costs little on a sorted list.  Rows compare by due time,
+        # then rowid, which is unique.)
+        head.sort()
+        take(head)
+        if len(chosen) < limit and len(head) >= window:
             # The head of the queue is crowded with deliveries of webhooks at
             # their limit (a slow endpoint's backlog, or the one busy webhook):
             # take the oldest due work of each webhook that has room, from its
@@ -1243,29 +1303,31 @@ class SqliteStore:
             # Deliveries of a webhook already chosen from the head come first
             # in its own queue: read that many more of it.
             from_head: dict[str, int] = {}
-            for delivery_id, webhook_id in head:
+            for _due, _rowid, delivery_id, webhook_id in head:
                 if delivery_id in taken:
                     from_head[webhook_id] = from_head.get(webhook_id, 0) + 1
-            found: list[tuple[int, int, str, str]] = []
-            open_hooks = [
-                webhook_id
-                for (webhook_id,) in conn.execute(_CLAIMABLE_WEBHOOKS_SQL, (now,))
-                if room.get(webhook_id, default_room) > 0
-            ]
-            # Each webhook's share of what is still wanted, twice over so that
-            # webhooks with little due work leave room to the others: reading
-            # `room` rows of every webhook would read ten times the batch.
-            share = max(4, 2 * (limit - len(chosen)) // max(1, len(open_hooks)))
-            for webhook_id in open_hooks:
-                left = room.get(webhook_id, default_room)
-                for due, rowid, delivery_id in conn.execute(
+            full = json.dumps([webhook_id for webhook_id, left in room.items() if left <= 0])
+            open_hooks: list[str] = _json_rows(conn, _CLAIMABLE_WEBHOOKS_SQL, (now, full))
+            if open_hooks:
+                # Each webhook's share of what is still wanted, twice over so
+                # that webhooks with little due work leave room to the others:
+                # reading `room` rows of every webhook would read ten times the batch.
+                share = max(4, 2 * (limit - len(chosen)) // len(open_hooks))
+                queues = _json_rows(
+                    conn,
                     _WEBHOOK_DUE_SQL,
-                    (webhook_id, now, min(left, share) + from_head.get(webhook_id, 0)),
-                ):
-                    if delivery_id not in taken:
-                        found.append((due, rowid, delivery_id, webhook_id))
-            found.sort()
-            take((delivery_id, webhook_id) for _due, _rowid, delivery_id, webhook_id in found)
+                    (now, share + max(from_head.values(), default=0), json.dumps(open_hooks)),
+                )
+                found: list[list[Any]] = []
+                for webhook_id, queue in zip(open_hooks, queues, strict=True):
+                    wanted = min(room.get(webhook_id, default_room), share)
+                    found.extend(
+                        row
+                        for row in queue[: wanted + from_head.get(webhook_id, 0)]
+                        if row[2] not in taken
+                    )
+                found.sort()
+                take(found)
         if not chosen:
             return []
         ids = json.dumps(chosen)
@@ -1274,13 +1336,10 @@ class SqliteStore:
             " WHERE id IN (SELECT value FROM json_each(?)) AND next_attempt_at <= ?",
             (token, now + lease_ms, ids, now),
         )
-        rows = conn.execute(
-            f"SELECT {_CLAIM_COLUMNS} FROM deliveries d"
-            " JOIN events e ON e.id = d.event_id JOIN webhooks w ON w.id = d.webhook_id"
-            " WHERE d.id IN (SELECT value FROM json_each(?)) AND d.lease_token = ?"
-            " ORDER BY d.next_attempt_at",
-            (ids, token),
-        ).fetchall()
+        rows = _json_rows(conn, _CLAIMED_SQL, (ids, token))
+        # Sent in the order they were due.
+        position = {delivery_id: i for i, delivery_id in enumerate(chosen)}
+        rows.sort(key=lambda row: position[row[0]])
         return [_claimed(r, now) for r in rows]
 
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> list[RecordResult]:
@@ -1330,23 +1389,21 @@ class SqliteStore:
             for r in records
         ]
         applied: set[int] = set()  # indexes into records
-        if any("\x00" in (r.response_body or "") or "\x00" in (r.error or "") for r in records):
-            # SQLite's JSON functions end a string at an escaped NUL, so text
-            # holding one (a hostile receiver's body) is bound as a parameter.
+        attempts_json = json.dumps(attempts)
+        if _JSON_NUL in attempts_json or any(
+            "\x00" in (r.transition.dead_letter_reason or "") for r in records
+        ):
             for i, row in enumerate(transitions):
                 if conn.execute(_RECORD_TRANSITION_SQL, (*row[2:], now, *row[:2])).rowcount:
                     applied.add(i)
             conn.executemany(_INSERT_ATTEMPT_SQL, attempts)
         else:
             # Every transition in one UPDATE and every attempt row in one
-            # INSERT, both reading the batch from a JSON array: one statement
-            # step each instead of one per record, so the whole write runs
-            # inside SQLite without taking the GIL back once per row.
+            # INSERT, both reading the batch from a JSON array.
             todo = list(range(len(records)))
             while todo:
-                # RETURNING names the delivery, not the record: a delivery
-                # listed twice (a stale lease's record beside the current one)
-                # goes in a later statement, as if written one by one.
+                # A delivery listed twice (a stale lease's record beside the
+                # current one) goes in a later round, as if written one by one.
                 ids: set[str] = set()
                 step: list[int] = []
                 later: list[int] = []
@@ -1354,12 +1411,11 @@ class SqliteStore:
                     (later if records[i].delivery_id in ids else step).append(i)
                     ids.add(records[i].delivery_id)
                 batch = json.dumps([transitions[i] for i in step])
-                moved = {
-                    row[0] for row in conn.execute(_RECORD_TRANSITIONS_SQL, (now, batch)).fetchall()
-                }
-                applied.update(i for i in step if records[i].delivery_id in moved)
+                leased = set(_json_rows(conn, _LEASED_SQL, (batch,)))
+                conn.execute(_RECORD_TRANSITIONS_SQL, (now, batch))
+                applied.update(i for i in step if records[i].delivery_id in leased)
                 todo = later
-            conn.execute(_INSERT_ATTEMPTS_SQL, (json.dumps(attempts),))
+            conn.execute(_INSERT_ATTEMPTS_SQL, (attempts_json,))
         results: list[RecordResult] = []
         for i, r in enumerate(records):
             t = r.transition
