@@ -30,7 +30,7 @@ import time
 from collections import deque
 from typing import Any
 
-from bench.common import percentile
+from bench.common import percentile, run_fast
 from bench.receiver import Receiver
 
 
@@ -370,7 +370,7 @@ def main() -> None:
     lat.add_argument("--duration", type=float, default=10.0)
     lat.add_argument("--grace", type=float, default=5.0)
     args = p.parse_args()
-    result = asyncio.run(ingest(args) if args.mode == "ingest" else latency(args))
+    result = run_fast(ingest(args) if args.mode == "ingest" else latency(args))
     _emit({"result": result})
 
 

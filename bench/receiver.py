@@ -22,6 +22,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from bench.common import run_fast
+
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 RATE_LIMITED = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
 _CL = b"\r\ncontent-length:"
@@ -138,4 +140,4 @@ async def _main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main())
+    run_fast(_main())

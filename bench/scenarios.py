@@ -149,6 +149,7 @@ def delivery_run(
             daemon.start()
             pid = daemon.pid
             cpu0 = daemon.cpu()
+            receiver_cpu0 = cpu_seconds(receiver.proc.pid)
             threads0 = thread_cpu_seconds(pid)
             if on_ready is not None:
                 on_ready(daemon)
@@ -170,6 +171,7 @@ def delivery_run(
                     break
             done_at = time.monotonic()
             cpu1 = daemon.cpu()
+            receiver_cpu = cpu_seconds(receiver.proc.pid) - receiver_cpu0
             threads1 = thread_cpu_seconds(pid)
             peak, rss_total = tree_hwm_mb(pid)
             processes = daemon.processes()
@@ -207,6 +209,8 @@ def delivery_run(
         # share of all daemon CPU spent on serve's event-loop thread
         "main_thread_cpu_share": main_cpu / cpu if cpu else 0.0,
         "cpu_utilisation": cpu / (done_at - daemon.ready_at),
+        # the receiver shares the cores: its CPU is what the daemon could not use
+        "receiver_cpu_utilisation": receiver_cpu / (done_at - daemon.ready_at),
         # the largest peak RSS of one daemon process (serve or a delivery worker)
         "peak_rss_mb": peak,
         "rss_mb_all_processes_end": rss_total,
