@@ -683,6 +683,24 @@ async def test_claim_looks_past_webhooks_at_their_limit(contract_store: Store) -
     assert per_hook == {slow.id: 4, fast.id: 4}
 
 
+async def test_claim_past_a_crowded_head_respects_each_webhooks_own_room(
+    contract_store: Store,
+) -> None:
+    s = contract_store
+    slow = await make_webhook(s, events=("slow",))
+    narrow = await make_webhook(s, events=("narrow",))
+    wide = await make_webhook(s, events=("wide",))
+    await asyncio.gather(*(s.ingest_event(WS, "slow", {}) for _ in range(400)))
+    narrow_ids = [(await s.ingest_event(WS, "narrow", {})).delivery_ids[0] for _ in range(10)]
+    wide_ids = [(await s.ingest_event(WS, "wide", {})).delivery_ids[0] for _ in range(10)]
+    claims = await s.claim_due(64, LEASE_MS, {slow.id: 0, narrow.id: 2}, 5)
+    assert [c.delivery_id for c in claims if c.webhook_id == narrow.id] == narrow_ids[:2]
+    assert [c.delivery_id for c in claims if c.webhook_id == wide.id] == wide_ids[:5]
+    assert all(c.webhook_id != slow.id for c in claims)
+    # Claims come back in the order they were due.
+    assert [c.delivery_id for c in claims] == narrow_ids[:2] + wide_ids[:5]
+
+
 async def test_sqlite_claim_plan_walks_the_due_index_whatever_the_statistics(
     tmp_path: Path, clock: ManualClock
 ) -> None:

@@ -1272,20 +1272,16 @@ class SqliteStore:
         room = dict(per_webhook_room)
         chosen: list[str] = []
 
-        def take(rows: Iterable[list[Any]]) -> int:
-            """Choose deliveries in the given order while their webhooks have
-            room; return how many were passed over for want of it."""
-            skipped = 0
+        def take(rows: Iterable[list[Any]]) -> None:
+            """Choose deliveries in the given order while their webhooks have room."""
             for _due, _rowid, delivery_id, webhook_id in rows:
                 left = room.get(webhook_id, default_room)
                 if left <= 0:
-                    skipped += 1
                     continue
                 room[webhook_id] = left - 1
                 chosen.append(delivery_id)
                 if len(chosen) >= limit:
-                    break
-            return skipped
+                    return
 
         window = min(limit + _SCAN_SLACK, limit * 4)
         head = _json_rows(conn, _CLAIM_SCAN_SQL, (now, now, window))
@@ -1313,19 +1309,18 @@ class SqliteStore:
                 # that webhooks with little due work leave room to the others:
                 # reading `room` rows of every webhook would read ten times the batch.
                 share = max(4, 2 * (limit - len(chosen)) // len(open_hooks))
-                queues = _json_rows(
-                    conn,
-                    _WEBHOOK_DUE_SQL,
-                    (now, share + max(from_head.values(), default=0), json.dumps(open_hooks)),
-                )
-                found: list[list[Any]] = []
-                for webhook_id, queue in zip(open_hooks, queues, strict=True):
+                # One statement per distinct number of rows wanted (SQLite's
+                # LIMIT cannot vary per row): usually one or two.
+                by_count: dict[int, list[str]] = {}
+                for webhook_id in open_hooks:
                     wanted = min(room.get(webhook_id, default_room), share)
-                    found.extend(
-                        row
-                        for row in queue[: wanted + from_head.get(webhook_id, 0)]
-                        if row[2] not in taken
-                    )
+                    wanted += from_head.get(webhook_id, 0)
+                    by_count.setdefault(wanted, []).append(webhook_id)
+                found: list[list[Any]] = []
+                for wanted, hooks in by_count.items():
+                    queues = _json_rows(conn, _WEBHOOK_DUE_SQL, (now, wanted, json.dumps(hooks)))
+                    for queue in queues:
+                        found.extend(row for row in queue if row[2] not in taken)
                 found.sort()
                 take(found)
         if not chosen:
