@@ -1,4 +1,6 @@
-"""Another process holding SQLite's write lock: hookd waits for it, up to busy_timeout_ms.
+"""SQLite underneath the store: another process's lock, the size of one statement, the version.
+
+Another process holding SQLite's write lock: hookd waits for it, up to busy_timeout_ms.
 
 `hookd serve` and its delivery workers (and the operator CLI) share one file;
 the store takes the write lock itself, polling finely instead of SQLite's
@@ -11,6 +13,7 @@ reader is never held up by a writer (WAL).
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -20,6 +23,7 @@ import pytest
 from hookd.clock import ManualClock
 from hookd.models import NewWebhook
 from hookd.storage import StoreError
+from hookd.storage.base import NewEvent
 from hookd.storage.sqlite import SqliteStore
 
 WS = "ws_lock"
@@ -117,3 +121,35 @@ async def test_reads_go_on_while_another_process_writes(tmp_path: Path) -> None:
         other.close()
     finally:
         await store.close()
+
+
+async def test_a_group_too_large_for_one_json_string_is_written_row_by_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hookd.storage.sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "_JSON_BATCH_MAX_CHARS", 500)
+    store = await _open(tmp_path / "big.db", busy_timeout_ms=1000)
+    try:
+        # A string of the whole group (~2,400 characters) would be refused
+        # outright; one row (~450) is not.
+        await store._call(lambda c: c.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 2000))
+        datas = [{"i": i, "pad": "x" * 300} for i in range(6)]
+        results = await store.ingest_events(WS, [NewEvent("t", d, None) for d in datas])
+        for result, data in zip(results, datas, strict=True):
+            event = await store.get_event(WS, result.event.id)
+            assert event is not None and event.body == result.event.body
+            assert json.loads(event.body)["data"] == data
+            assert len(result.delivery_ids) == 1
+    finally:
+        await store.close()
+
+
+async def test_an_sqlite_without_update_from_is_refused_at_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    store = SqliteStore(tmp_path / "old.db", ManualClock())
+    with pytest.raises(StoreError, match=r"3\.33\.0 or newer is required.*3\.31\.1"):
+        await store.open()

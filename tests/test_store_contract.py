@@ -371,6 +371,19 @@ async def test_recorded_text_is_stored_exactly(contract_store: Store, body: str)
         assert (attempt.response_body, attempt.error) == (body, body or None)
 
 
+async def test_large_and_small_bodies_are_claimed_exactly(contract_store: Store) -> None:
+    s = contract_store
+    await make_webhook(s)
+    datas = [{"small": "é"}, {"big": '\u00e9"x' * 40_000}, {"small": 2}]
+    results = [await s.ingest_event(WS, "t", data) for data in datas]
+    claims = await s.claim_due(10, LEASE_MS, {}, 16)
+    assert [c.delivery_id for c in claims] == [r.delivery_ids[0] for r in results]
+    for claim, result, data in zip(claims, results, datas, strict=True):
+        assert claim.body == result.event.body
+        assert json.loads(claim.body)["data"] == data
+    assert len(claims[1].body) > 64 * 1024
+
+
 async def test_claim_reads_past_one_busy_webhook_to_the_others(contract_store: Store) -> None:
     """The one webhook at its limit fills the head; the others still get their turn
     in due order, and a claim with no room anywhere takes nothing."""

@@ -244,11 +244,18 @@ _WEBHOOK_DUE_SQL = (
     " WHERE webhook_id = hook.value AND next_attempt_at <= ?1"
     " ORDER BY next_attempt_at, rowid LIMIT ?2)) AS queue FROM json_each(?3) AS hook)"
 )
+# Bodies up to this size ride the claim's JSON; larger ones (rare: the API
+# takes up to server.max_body_bytes) are read one by one after it.
+_CLAIM_JSON_BODY_MAX = 64 * 1024
 # What an attempt needs of each delivery just leased (the columns of
-# _CLAIM_COLUMNS; the body, stored as the UTF-8 bytes of JSON, travels as text).
+# _CLAIM_COLUMNS; the body, stored as the UTF-8 bytes of JSON, travels as text,
+# or as null when larger than _CLAIM_JSON_BODY_MAX).
 _CLAIMED_SQL = (
     "SELECT json_group_array(json_array("
-    + _CLAIM_COLUMNS.replace("e.body", "CAST(e.body AS TEXT)")
+    + _CLAIM_COLUMNS.replace(
+        "e.body",
+        f"CASE WHEN length(e.body) <= {_CLAIM_JSON_BODY_MAX} THEN CAST(e.body AS TEXT) END",
+    )
     + ")) FROM deliveries d JOIN events e ON e.id = d.event_id JOIN webhooks w"
     " ON w.id = d.webhook_id WHERE d.id IN (SELECT value FROM json_each(?)) AND d.lease_token = ?"
 )
@@ -304,6 +311,10 @@ _INSERT_ATTEMPTS_SQL = (
 # SQLite's JSON functions end a string at an escaped NUL, so a batch whose JSON
 # holds one (as text a hostile receiver sent) is bound row by row instead.
 _JSON_NUL = "\\u0000"
+# A group whose JSON would be larger is bound row by row too: one string per
+# statement must stay far below SQLite's length limit (1e9 bytes) and a
+# transient copy of the group in memory stays small.
+_JSON_BATCH_MAX_CHARS = 32 * 1024 * 1024
 # A 429 pause moves the webhook's waiting deliveries only when it ends more
 # than this after where they already wait.
 _PUSH_SLACK_MS = 1000
@@ -491,7 +502,14 @@ class _IngestItem:
         self.batch = batch
 
 
-_INGEST_ITEM_ERRORS = (sqlite3.IntegrityError, ValueError, TypeError, IdempotencyConflict)
+# DataError: a value over SQLite's length limit (a store-level caller's event).
+_INGEST_ITEM_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    ValueError,
+    TypeError,
+    IdempotencyConflict,
+)
 
 _INSERT_EVENT_SQL = (
     "INSERT INTO events (id, workspace_id, type, body, idempotency_key, created_at)"
@@ -679,7 +697,11 @@ class _IngestRun:
             ensure_ascii=False,
         )
         deliveries = json.dumps(self.deliveries, ensure_ascii=False)
-        if _JSON_NUL in events or _JSON_NUL in deliveries:
+        if (
+            _JSON_NUL in events
+            or _JSON_NUL in deliveries
+            or len(events) + len(deliveries) > _JSON_BATCH_MAX_CHARS
+        ):
             self.conn.executemany(_INSERT_EVENT_SQL, self.events)
             self.conn.executemany(_INSERT_DELIVERY_SQL, self.deliveries)
             return
@@ -690,6 +712,27 @@ class _IngestRun:
 
 # Stands for "the original's data, not parsed yet" (None is valid JSON data).
 _NOT_LOADED: Any = object()
+
+
+# UPDATE ... FROM came with SQLite 3.33.0; the JSON functions must be there
+# too (built in since 3.38, compiled into Python's own builds before that).
+MIN_SQLITE_VERSION = (3, 33, 0)
+
+
+def _require_sqlite_features(conn: sqlite3.Connection) -> None:
+    found = sqlite3.sqlite_version_info
+    if found < MIN_SQLITE_VERSION:
+        raise sqlite3.NotSupportedError(
+            f"SQLite {'.'.join(map(str, MIN_SQLITE_VERSION))} or newer is required; this"
+            f" Python uses SQLite {sqlite3.sqlite_version}"
+        )
+    try:
+        conn.execute("SELECT json_group_array(value) FROM json_each('[1]')").fetchone()
+    except sqlite3.OperationalError as exc:
+        raise sqlite3.NotSupportedError(
+            f"SQLite's JSON functions are required; this Python's SQLite"
+            f" {sqlite3.sqlite_version} lacks them ({exc})"
+        ) from exc
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -748,6 +791,7 @@ class SqliteStore:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
 
     def _configure(self, conn: sqlite3.Connection) -> None:
+        _require_sqlite_features(conn)
         # 0: waiting for another process's lock is done by _call, not SQLite.
         conn.execute("PRAGMA busy_timeout = 0")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -1332,6 +1376,11 @@ class SqliteStore:
             (token, now + lease_ms, ids, now),
         )
         rows = _json_rows(conn, _CLAIMED_SQL, (ids, token))
+        for row in rows:
+            if row[5] is None:
+                (row[5],) = conn.execute(
+                    "SELECT body FROM events WHERE id = ?", (row[3],)
+                ).fetchone()
         # Sent in the order they were due.
         position = {delivery_id: i for i, delivery_id in enumerate(chosen)}
         rows.sort(key=lambda row: position[row[0]])
