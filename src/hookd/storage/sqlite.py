@@ -736,10 +736,10 @@ def _require_sqlite_features(conn: sqlite3.Connection) -> None:
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    # Errors hookd raises itself (a newer schema, no WAL) carry no code.  The
+    # primary code: SQLITE_BUSY_RECOVERY, _SNAPSHOT and _TIMEOUT count too.
     code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return bool(code & 0xFF == sqlite3.SQLITE_BUSY)
-    return "locked" in str(exc)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def _classify_sqlite_error(exc: sqlite3.Error) -> StoreError:
@@ -842,29 +842,29 @@ class SqliteStore:
         timeout = self._busy_timeout_ms / 1000
 
         def run() -> T:
-            try:
-                return fn(conn)
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or conn.in_transaction:
-                    raise
-            # Another process holds a lock (serve, a delivery worker and the CLI
-            # share the file).  SQLite's own busy handler sleeps 1, 2, 5, 10,
+            # Another process may hold a lock (serve, a delivery worker and the
+            # CLI share the file).  SQLite's own busy handler sleeps 1, 2, 5, 10,
             # 15, 20, 25 ... ms between tries, so a waiter often slept through
             # several of the other side's short transactions, leaving both
             # processes idle; here the wait polls from 50 us up to 1 ms, for up
             # to busy_timeout_ms.  Nothing was written (no transaction is
             # open), so the unit of work simply runs again.
-            deadline = time.monotonic() + timeout
+            deadline: float | None = None
             pause = 0.00005
             while True:
-                # Sleeping releases the GIL: the event loop runs meanwhile.
-                time.sleep(pause)
-                pause = min(pause * 2, 0.001)
                 try:
                     return fn(conn)
                 except sqlite3.OperationalError as exc:
-                    if not _is_busy(exc) or conn.in_transaction or time.monotonic() >= deadline:
+                    if not _is_busy(exc) or conn.in_transaction:
                         raise
+                    now = time.monotonic()
+                    if deadline is None:
+                        deadline = now + timeout
+                    elif now >= deadline:
+                        raise
+                # Sleeping releases the GIL: the event loop runs meanwhile.
+                time.sleep(pause)
+                pause = min(pause * 2, 0.001)
 
         # aiosqlite runs every call on its one worker thread; handing it a
         # whole unit of work as a single callable is what keeps a transaction's
