@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.common import run_fast
 from bench.scenarios import ReceiverProc
 from hookd.sender import USER_AGENT, AddressPolicy, Sender, signature_headers
 
@@ -163,16 +164,7 @@ async def _one(kind: str, urls: list[str], n: int, concurrency: int) -> dict[str
 
 
 def _run(coro: Coroutine[Any, Any, dict[str, float]], use_uvloop: bool) -> dict[str, float]:
-    if use_uvloop:
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-    else:
-        loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.close()
+    return run_fast(coro) if use_uvloop else asyncio.run(coro)
 
 
 def main() -> None:

@@ -112,9 +112,6 @@ def install_cleanup() -> None:
         signal.signal(sig, on_signal)
 
 
-# -- /proc --------------------------------------------------------------------------
-
-
 def run_fast(main: Coroutine[Any, Any, T]) -> T:
     """Run a harness process's coroutine on uvloop (hookd's own dependency).
 
@@ -128,6 +125,9 @@ def run_fast(main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
+
+
+# -- /proc --------------------------------------------------------------------------
 
 
 def cpu_seconds(pid: int) -> float:
