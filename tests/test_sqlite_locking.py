@@ -95,15 +95,16 @@ async def test_a_writer_gives_up_after_busy_timeout_and_stores_nothing(tmp_path:
 
 async def test_other_errors_at_begin_are_not_waited_on(tmp_path: Path) -> None:
     store = await _open(tmp_path / "lock.db", busy_timeout_ms=10_000)
+    ingest_db = await store._ingest_connection()
     try:
         # A read-only connection fails at once: no lock to wait for.
-        await store._call(lambda c: c.execute("PRAGMA query_only = 1"))
+        await store._call(lambda c: c.execute("PRAGMA query_only = 1"), db=ingest_db)
         started = time.monotonic()
         with pytest.raises(StoreError):
             await store.ingest_event(WS, "t", {})
         assert time.monotonic() - started < 5
     finally:
-        await store._call(lambda c: c.execute("PRAGMA query_only = 0"))
+        await store._call(lambda c: c.execute("PRAGMA query_only = 0"), db=ingest_db)
         await store.close()
 
 
@@ -133,7 +134,10 @@ async def test_a_group_too_large_for_one_json_string_is_written_row_by_row(
     try:
         # A string of the whole group (~2,400 characters) would be refused
         # outright; one row (~450) is not.
-        await store._call(lambda c: c.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 2000))
+        await store._call(
+            lambda c: c.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 2000),
+            db=await store._ingest_connection(),
+        )
         datas = [{"i": i, "pad": "x" * 300} for i in range(6)]
         results = await store.ingest_events(WS, [NewEvent("t", d, None) for d in datas])
         for result, data in zip(results, datas, strict=True):

@@ -10,7 +10,10 @@ BIG = "x" * 6000
 
 
 async def _set(target: Api, pragma: str) -> None:
-    await target.store._call(lambda conn: conn.execute(pragma).fetchall())
+    # Both connections: the store's own and the one it ingests through.
+    store = target.store
+    for db in (store._db, await store._ingest_connection()):
+        await store._call(lambda conn: conn.execute(pragma).fetchall(), db=db)
 
 
 async def test_disk_full_answers_503_and_acknowledges_only_stored_events(api: Api) -> None:  # noqa: F811

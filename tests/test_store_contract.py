@@ -28,6 +28,7 @@ from hookd.storage import (
     StoreError,
     WebhookChanges,
 )
+from hookd.storage.base import NewEvent
 from hookd.storage.sqlite import SqliteStore
 
 LEASE_MS = 90_000
@@ -176,6 +177,82 @@ async def test_concurrent_ingests_are_group_committed_and_all_kept(contract_stor
     assert sum(not r.duplicate for r in same_key) == 1
     page = await s.list_deliveries(WS, DeliveryFilter(), 200)
     assert len(page.items) == 200 and page.next_cursor is not None
+
+
+async def _targets(s: Store, event_type: str = "t", workspace: str = WS) -> set[str]:
+    result = await s.ingest_event(workspace, event_type, {})
+    targets = set()
+    for delivery_id in result.delivery_ids:
+        d = await s.get_delivery(workspace, delivery_id)
+        assert d is not None
+        targets.add(d.webhook_id)
+    return targets
+
+
+async def test_fan_out_follows_every_webhook_change_between_ingests(
+    contract_store: Store,
+) -> None:
+    """What an earlier ingest saw of the webhooks never decides a later fan-out."""
+    s = contract_store
+    first = await make_webhook(s, events=("t",))
+    assert await _targets(s) == {first.id}
+    second = await make_webhook(s, events=("*",))
+    assert await _targets(s) == {first.id, second.id}
+    await s.update_webhook(WS, first.id, WebhookChanges(events=("other",)), 0)
+    assert await _targets(s) == {second.id}
+    assert await _targets(s, "other") == {first.id, second.id}
+    await s.update_webhook(WS, second.id, WebhookChanges(status=WebhookStatus.INACTIVE), 0)
+    assert await _targets(s) == set()
+    await s.update_webhook(WS, second.id, WebhookChanges(status=WebhookStatus.ACTIVE), 0)
+    assert await _targets(s) == {second.id}
+    await s.delete_webhook(WS, second.id)
+    assert await _targets(s) == set()
+    # A workspace seen for the first time, beside one already seen, in one group.
+    elsewhere = await make_webhook(s, workspace="ws_new", events=("*",))
+    here, there = await asyncio.gather(_targets(s, "other"), _targets(s, "t", "ws_new"))
+    assert (here, there) == ({first.id}, {elsewhere.id})
+
+
+async def test_new_work_for_a_paused_webhook_waits_for_the_pause(
+    contract_store: Store, clock: ManualClock
+) -> None:
+    s = contract_store
+    await make_webhook(s)
+    await s.ingest_event(WS, "t", {})  # the webhook's subscriptions are now known
+    (claim,) = await s.claim_due(1, LEASE_MS, {}, 16)
+    limited = decide(
+        Counters(0, 3, 0, None), Outcome.RATE_LIMITED, 45.0, clock.now_ms(), _cfg(), _rng()
+    )
+    await s.record_attempts([record_for(claim, limited, 429)])
+    (later,) = (await s.ingest_event(WS, "t", {})).delivery_ids
+    d = await s.get_delivery(WS, later)
+    assert d is not None and d.next_attempt_at == clock.now_ms() + 45_000
+
+
+async def test_keyed_and_plain_ingests_in_one_group_are_all_kept(contract_store: Store) -> None:
+    s = contract_store
+    await make_webhook(s)
+    results = await asyncio.gather(
+        *(
+            s.ingest_event(WS, "t", {"i": i}, idempotency_key=f"k{i % 5}" if i % 2 else None)
+            for i in range(60)
+        ),
+        s.ingest_events(WS, [NewEvent("t", {"b": j}, None) for j in range(4)]),
+        s.ingest_events(WS, [NewEvent("t", {"b": 9}, "kb")]),
+    )
+    singles = results[:60]
+    plain = [r for i, r in enumerate(singles) if i % 2 == 0]
+    keyed = [r for i, r in enumerate(singles) if i % 2]
+    assert all(not r.duplicate for r in plain)  # type: ignore[union-attr]
+    assert sum(not r.duplicate for r in keyed) == 5  # type: ignore[union-attr]
+    stored = set()
+    for r in [*plain, *keyed, *results[60], *results[61]]:  # type: ignore[misc]
+        event = await s.get_event(WS, r.event.id)
+        assert event is not None and event.body == r.event.body
+        stored.add(r.event.id)
+    assert len(stored) == 30 + 5 + 4 + 1
+    page = await s.list_deliveries(WS, DeliveryFilter(), 100)
+    assert len(page.items) == 40
 
 
 # -- claims and leases ------------------------------------------------------------------
