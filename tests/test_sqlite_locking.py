@@ -108,6 +108,29 @@ async def test_other_errors_at_begin_are_not_waited_on(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_a_claim_with_nothing_due_needs_no_lock(tmp_path: Path) -> None:
+    """A wake-up that finds nothing to claim answers at once, even while another writes."""
+    store = await _open(tmp_path / "lock.db", busy_timeout_ms=10_000)
+    try:
+        other = _holder(tmp_path / "lock.db")
+        started = time.monotonic()
+        assert await store.settle_and_claim([], 16, 30_000, {}, 8) == ([], [])
+        assert time.monotonic() - started < 5
+        # With something due, the claim needs the lock: it waits for it.
+        await asyncio.to_thread(other.execute, "ROLLBACK")
+        await store.ingest_event(WS, "t", {})
+        await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")
+        claim = asyncio.create_task(store.settle_and_claim([], 16, 30_000, {}, 8))
+        await asyncio.sleep(0.3)
+        assert not claim.done(), "claimed while another held the lock"
+        await asyncio.to_thread(other.execute, "COMMIT")
+        _, claims = await asyncio.wait_for(claim, 10)
+        assert len(claims) == 1
+        other.close()
+    finally:
+        await store.close()
+
+
 async def test_reads_go_on_while_another_process_writes(tmp_path: Path) -> None:
     store = await _open(tmp_path / "lock.db", busy_timeout_ms=10_000)
     try:

@@ -232,6 +232,13 @@ _CLAIM_SCAN_SQL = (
     "   AND w.status = 'active' AND (w.paused_until IS NULL OR w.paused_until <= ?)"
     " ORDER BY d.next_attempt_at, d.rowid LIMIT ?)"
 )
+# Whether the scan would find anything at all (read before a claim without
+# records takes the write lock).
+_DUE_PROBE_SQL = (
+    "SELECT 1 FROM deliveries d INDEXED BY deliveries_due JOIN webhooks w ON w.id = d.webhook_id"
+    " WHERE d.next_attempt_at <= ?"
+    "   AND w.status = 'active' AND (w.paused_until IS NULL OR w.paused_until <= ?) LIMIT 1"
+)
 # When the head is crowded with webhooks at their limit: the webhooks that may
 # send, less those without room (a JSON array of their ids)...
 _CLAIMABLE_WEBHOOKS_SQL = (
@@ -971,8 +978,12 @@ class SqliteStore:
         *,
         durable: bool = True,
         db: aiosqlite.Connection | None = None,
+        unless: Callable[[sqlite3.Connection], T | None] | None = None,
     ) -> T:
         """Run ``fn`` in one write transaction.
+
+        ``unless``, if given, runs first, outside the transaction: a result
+        other than None is returned instead, without taking the write lock.
 
         ``durable=False`` is for the scheduler's own bookkeeping (claims,
         attempt records, lease releases): losing such a commit to a power cut
@@ -984,6 +995,10 @@ class SqliteStore:
         key = db or self._db
 
         def run(conn: sqlite3.Connection) -> T:
+            if unless is not None:
+                early = unless(conn)
+                if early is not None:
+                    return early
             if self._current_sync.get(key, self._synchronous) != sync:
                 conn.execute(f"PRAGMA synchronous = {sync}")
                 self._current_sync[key] = sync
@@ -1561,7 +1576,16 @@ class SqliteStore:
             )
             return results, claims
 
-        return await self._tx(work, durable=False)
+        def nothing_due(
+            conn: sqlite3.Connection,
+        ) -> tuple[list[RecordResult], list[ClaimedDelivery]] | None:
+            # A wake-up (an ingest for a paused webhook, say) with nothing to
+            # claim reads one index entry instead of taking the write lock.
+            if conn.execute(_DUE_PROBE_SQL, (now, now)).fetchone() is None:
+                return [], []
+            return None
+
+        return await self._tx(work, durable=False, unless=None if records else nothing_due)
 
     @staticmethod
     def _claim_rows(
