@@ -89,6 +89,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-delivery", action="store_true", help="ingest: no webhook subscribed (ingest alone)"
     )
+    p.add_argument(
+        "--parked", action="store_true", help="ingest: the webhook parked by a 429 (fan-out only)"
+    )
     p.add_argument("--duration", type=int, default=20, help="seconds of sampling")
     p.add_argument("--rate", type=int, default=200, help="samples per second")
     p.add_argument("--deliveries", type=int, help="queue size (default 200,000)")
@@ -205,7 +208,13 @@ def main(args: argparse.Namespace) -> int:
         # The load runs a little longer than the sampling, so the profile only
         # sees the steady state.
         sizes = replace(sizes, ingest_seconds=args.duration + 1.5)
-        result = ingest_run(sizes, batch=args.batch, on_ready=attach, deliver=not args.no_delivery)
+        result = ingest_run(
+            sizes,
+            batch=args.batch,
+            on_ready=attach,
+            deliver=not args.no_delivery,
+            parked=args.parked,
+        )
         unit, per = "event", result["daemon_cpu_us_per_event"]
     else:
         result = delivery_run(

@@ -5,6 +5,8 @@ HTTP/1.1 with keep-alive, parsed only as far as needed: the end of the headers,
 
 - ``/o...`` answers ``200`` with an empty body;
 - ``/r...`` answers ``429`` with ``Retry-After: 1``;
+- ``/p...`` answers ``429`` with ``Retry-After: 3600``: the webhook is parked
+  for longer than any benchmark runs;
 - ``/h...`` never answers (the connection hangs until the client gives up).
 
 Run as its own process (``python -m bench.receiver``): it prints
@@ -26,6 +28,7 @@ from bench.common import run_fast
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 RATE_LIMITED = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
+PARKED = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3600\r\nContent-Length: 0\r\n\r\n"
 _CL = b"\r\ncontent-length:"
 
 
@@ -98,6 +101,9 @@ class _Conn(asyncio.Protocol):
             elif kind == 0x72:  # "r"
                 c.rate_limited += 1
                 self.transport.write(RATE_LIMITED)  # type: ignore[union-attr]
+            elif kind == 0x70:  # "p"
+                c.rate_limited += 1
+                self.transport.write(PARKED)  # type: ignore[union-attr]
             else:  # "h": hang until the client gives up
                 c.hang += 1
                 self.hung = True

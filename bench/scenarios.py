@@ -336,18 +336,23 @@ def ingest_run(
     keep: bool = False,
     on_ready: Callable[[Daemon], None] | None = None,
     deliver: bool = True,
+    parked: bool = False,
 ) -> dict[str, Any]:
     """64 closed-loop clients on ``POST /v1/events`` (or ``/v1/events/batch``, ``batch`` each).
 
     ``deliver=False`` subscribes the one webhook to a type the clients never
-    send: ingest alone, for telling its cost from delivery's.
+    send: ingest alone, for telling its cost from delivery's.  ``parked=True``
+    points it at an endpoint that answers 429 with ``Retry-After: 3600``: the
+    first attempts park the webhook, so every event is still fanned out and
+    stored, but its delivery waits (as it does for a rate-limited customer).
     """
     with Workdir(keep) as wd:
         receiver = ReceiverProc()
         daemon = Daemon(wd / "hookd.db", wd / "hookd.log")
         gen = None
         try:
-            hook = Hook(receiver.url("/o/ingest"), events=("*",) if deliver else ("unsent.*",))
+            path = "/p/ingest" if parked else "/o/ingest"
+            hook = Hook(receiver.url(path), events=("*",) if deliver else ("unsent.*",))
             setup_db.create_hooks(wd / "hookd.db", [hook])
             key = create_key(wd / "hookd.db", setup_db.WORKSPACE)
             daemon.start()
@@ -387,11 +392,16 @@ INGEST_BATCH = 100
 
 
 def ingest(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
-    """Single-event ingest, then the same clients on the batch route (``batch_*`` keys)."""
+    """Single-event ingest while every event is delivered on the same cores, the same
+    clients on the batch route (``batch_*`` keys), and single-event ingest while a
+    429 parks the delivery (``parked_*``: the ingest path's own capacity)."""
     result = ingest_run(sizes, keep=keep)
-    batched = ingest_run(sizes, batch=INGEST_BATCH, keep=keep)
-    for name, value in batched.items():
-        result[f"batch_{name}"] = value
+    for prefix, run in (
+        ("batch", ingest_run(sizes, batch=INGEST_BATCH, keep=keep)),
+        ("parked", ingest_run(sizes, parked=True, keep=keep)),
+    ):
+        for name, value in run.items():
+            result[f"{prefix}_{name}"] = value
     return result
 
 
