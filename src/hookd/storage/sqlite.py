@@ -555,7 +555,7 @@ _INSERT_DELIVERIES_SQL = (
 # subscriptions (webhook ids and patterns, as the text _SUBSCRIPTIONS_SQL
 # makes).  The trigger first compares that text with the table's current
 # state and aborts the whole statement if a webhook was created, changed,
-# paused for good or deleted since; the caller then reads them again.  Due
+# disabled or deleted since; the caller then reads them again.  Due
 # times read a webhook's 429 pause in the statement itself.
 _SUBSCRIPTIONS_OF_WS = (
     "'' || (SELECT json_group_array(json_array(id, events)) FROM (SELECT id, events"
@@ -819,10 +819,11 @@ def _create_ingest_group(conn: sqlite3.Connection) -> None:
 def _wait_out_busy(
     conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], timeout: float
 ) -> T:
-    """``fn(conn)``, run again while another process holds the lock it needs.
+    """``fn(conn)``, run again while another connection holds the lock it needs.
 
-    Another process may hold a lock (serve, a delivery worker and the CLI
-    share the file).  SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20,
+    Another connection may hold it: this process's other one (ingest has its
+    own), or another process's (serve, its delivery workers and the CLI share
+    the file).  SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20,
     25 ... ms between tries, so a waiter often slept through several of the
     other side's short transactions, leaving both processes idle; here the
     wait polls from 50 us up to 1 ms, for up to ``timeout`` seconds.  Only a
