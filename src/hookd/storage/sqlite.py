@@ -223,22 +223,21 @@ def _json_rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> lis
 # their limit are filtered in Python, not here: a filter in SQL would walk over
 # every one of their due rows (a dead endpoint's whole backlog) on every claim;
 # the LIMIT bounds what one claim reads.
-_CLAIM_SCAN_SQL = (
-    "SELECT json_group_array(json_array(due, rid, id, webhook_id)) FROM ("
-    "SELECT d.next_attempt_at AS due, d.rowid AS rid, d.id AS id, d.webhook_id AS webhook_id"
+_DUE_SENDABLE = (
     " FROM deliveries d INDEXED BY deliveries_due"
     " JOIN webhooks w ON w.id = d.webhook_id"
     " WHERE d.next_attempt_at <= ?"
     "   AND w.status = 'active' AND (w.paused_until IS NULL OR w.paused_until <= ?)"
-    " ORDER BY d.next_attempt_at, d.rowid LIMIT ?)"
+)
+_CLAIM_SCAN_SQL = (
+    "SELECT json_group_array(json_array(due, rid, id, webhook_id)) FROM ("
+    "SELECT d.next_attempt_at AS due, d.rowid AS rid, d.id AS id, d.webhook_id AS webhook_id"
+    + _DUE_SENDABLE
+    + " ORDER BY d.next_attempt_at, d.rowid LIMIT ?)"
 )
 # Whether the scan would find anything at all (read before a claim without
 # records takes the write lock).
-_DUE_PROBE_SQL = (
-    "SELECT 1 FROM deliveries d INDEXED BY deliveries_due JOIN webhooks w ON w.id = d.webhook_id"
-    " WHERE d.next_attempt_at <= ?"
-    "   AND w.status = 'active' AND (w.paused_until IS NULL OR w.paused_until <= ?) LIMIT 1"
-)
+_DUE_PROBE_SQL = "SELECT 1" + _DUE_SENDABLE + " LIMIT 1"
 # When the head is crowded with webhooks at their limit: the webhooks that may
 # send, less those without room (a JSON array of their ids)...
 _CLAIMABLE_WEBHOOKS_SQL = (
@@ -508,6 +507,19 @@ class _IngestItem:
         return any(key is not None for _, _, key in self.events)
 
 
+def _serialize_item_event(
+    item: _IngestItem, index: int, event_id: str, event_type: str, data: Any, now_iso: str
+) -> bytes:
+    """:func:`serialize_event` for one event of an item; a batch's error names the event."""
+    try:
+        return serialize_event(event_id, item.workspace_id, event_type, data, now_iso)
+    except (ValueError, TypeError) as exc:
+        if item.batch:
+            kind = TypeError if isinstance(exc, TypeError) else ValueError
+            raise kind(f"events[{index}].data: {exc}") from exc
+        raise
+
+
 # DataError: a value over SQLite's length limit (a store-level caller's event).
 _INGEST_ITEM_ERRORS = (
     sqlite3.IntegrityError,
@@ -658,13 +670,7 @@ class _IngestRun:
                     results.append(self._repeat(item, index, earlier, event_type, data))
                     continue
             event_id = new_id(now)
-            try:
-                body = serialize_event(event_id, ws, event_type, data, self.now_iso)
-            except (ValueError, TypeError) as exc:
-                if item.batch:
-                    kind = TypeError if isinstance(exc, TypeError) else ValueError
-                    raise kind(f"events[{index}].data: {exc}") from exc
-                raise
+            body = _serialize_item_event(item, index, event_id, event_type, data, self.now_iso)
             self.events.append((event_id, ws, event_type, body, key, now))
             first = len(self.deliveries)
             for hook_id, patterns, paused_until in hooks:
@@ -1294,9 +1300,11 @@ class SqliteStore:
         commit did.
         """
         db = await self._ingest_connection()
-        results: list[list[IngestResult] | Exception | None] = [None] * len(items)
-        plain = [i for i, item in enumerate(items) if not item.keyed]
-        keyed = [i for i, item in enumerate(items) if item.keyed]
+        results: dict[int, list[IngestResult] | Exception] = {}
+        plain: list[int] = []
+        keyed: list[int] = []
+        for i, item in enumerate(items):
+            (keyed if item.keyed else plain).append(i)
         if plain:
             try:
                 done = await self._call(
@@ -1319,7 +1327,7 @@ class SqliteStore:
                 done = [exc] * len(keyed)
             for i, result in zip(keyed, done, strict=True):
                 results[i] = result
-        return [r if r is not None else StoreError("ingest not committed") for r in results]
+        return [results[i] for i in range(len(items))]
 
     def _ingest_plain(
         self, conn: sqlite3.Connection, items: list[_IngestItem]
@@ -1394,13 +1402,7 @@ class SqliteStore:
             try:
                 for index, (event_type, data, _key) in enumerate(item.events):
                     event_id = new_id(now)
-                    try:
-                        body = serialize_event(event_id, ws, event_type, data, now_iso)
-                    except (ValueError, TypeError) as exc:
-                        if item.batch:
-                            kind = TypeError if isinstance(exc, TypeError) else ValueError
-                            raise kind(f"events[{index}].data: {exc}") from exc
-                        raise
+                    body = _serialize_item_event(item, index, event_id, event_type, data, now_iso)
                     item_events.append((event_id, ws, event_type, body.decode()))
                     ids = []
                     for hook_id, patterns in hooks:
