@@ -16,7 +16,9 @@ import asyncio
 import json
 import sqlite3
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -27,6 +29,7 @@ from hookd.storage.base import NewEvent
 from hookd.storage.sqlite import SqliteStore
 
 WS = "ws_lock"
+T = TypeVar("T")
 
 
 async def _open(path: Path, busy_timeout_ms: int) -> SqliteStore:
@@ -54,15 +57,20 @@ def _holder(path: Path) -> sqlite3.Connection:
     return other
 
 
+async def _waits_for_commit(other: sqlite3.Connection, write: Coroutine[Any, Any, T]) -> T:
+    """Run ``write`` while ``other`` holds the lock: it must wait until ``other`` commits."""
+    task = asyncio.create_task(write)
+    await asyncio.sleep(0.3)
+    assert not task.done(), "wrote while another connection held the lock"
+    await asyncio.to_thread(other.execute, "COMMIT")
+    return await asyncio.wait_for(task, 10)
+
+
 async def test_a_writer_waits_for_the_lock_and_then_commits(tmp_path: Path) -> None:
     store = await _open(tmp_path / "lock.db", busy_timeout_ms=10_000)
     try:
         other = _holder(tmp_path / "lock.db")
-        ingest = asyncio.create_task(store.ingest_event(WS, "t", {"n": 1}))
-        await asyncio.sleep(0.3)
-        assert not ingest.done(), "the write went through while another held the lock"
-        other.execute("COMMIT")
-        result = await asyncio.wait_for(ingest, 10)
+        result = await _waits_for_commit(other, store.ingest_event(WS, "t", {"n": 1}))
         assert len(result.delivery_ids) == 1
         stored = other.execute(
             "SELECT count(*) FROM deliveries WHERE event_id = ?", (result.event.id,)
@@ -120,11 +128,7 @@ async def test_a_claim_with_nothing_due_needs_no_lock(tmp_path: Path) -> None:
         await asyncio.to_thread(other.execute, "ROLLBACK")
         await store.ingest_event(WS, "t", {})
         await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")
-        claim = asyncio.create_task(store.settle_and_claim([], 16, 30_000, {}, 8))
-        await asyncio.sleep(0.3)
-        assert not claim.done(), "claimed while another held the lock"
-        await asyncio.to_thread(other.execute, "COMMIT")
-        _, claims = await asyncio.wait_for(claim, 10)
+        _, claims = await _waits_for_commit(other, store.settle_and_claim([], 16, 30_000, {}, 8))
         assert len(claims) == 1
         other.close()
     finally:
