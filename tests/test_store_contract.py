@@ -791,6 +791,94 @@ async def test_claim_past_a_crowded_head_respects_each_webhooks_own_room(
     assert [c.delivery_id for c in claims] == narrow_ids[:2] + wide_ids[:5]
 
 
+async def test_a_backlog_that_may_not_go_hides_nothing_behind_it(
+    contract_store: Store, clock: ManualClock
+) -> None:
+    """An inactive webhook's backlog, then a paused one's, at the head of the
+    queue: other webhooks' work behind it is claimed and its due time known."""
+    s = contract_store
+    stuck = await make_webhook(s, events=("stuck",))
+    live = await make_webhook(s, events=("live",))
+    # Far past a claim's head window and next_due_at's.
+    stuck_ids = [
+        r.delivery_ids[0]
+        for r in await s.ingest_events(WS, [NewEvent("stuck", {"n": n}) for n in range(300)])
+    ]
+    await s.update_webhook(WS, stuck.id, WebhookChanges(status=WebhookStatus.INACTIVE), 0)
+    clock.advance(1)
+    (live_id,) = (await s.ingest_event(WS, "live", {})).delivery_ids
+    (claim,) = await s.claim_due(10, LEASE_MS, {}, 16)
+    assert claim.delivery_id == live_id
+    # Its retry is the next thing due, whatever waits before it.
+    retry = decide(
+        Counters(0, 3, 0, None), Outcome.FAILED, None, clock.now_ms(), _cfg(), _rng()
+    )
+    assert retry.next_attempt_at is not None and retry.next_attempt_at > clock.now_ms()
+    await s.record_attempts([record_for(claim, retry, 500)])
+    assert await s.next_due_at() == retry.next_attempt_at
+    assert await s.claim_due(10, LEASE_MS, {}, 16) == []
+
+    # Active again: its backlog goes first, in order; a 429 then parks the rest.
+    await s.update_webhook(WS, stuck.id, WebhookChanges(status=WebhookStatus.ACTIVE), 0)
+    (first,) = await s.claim_due(1, LEASE_MS, {}, 16)
+    assert first.delivery_id == stuck_ids[0]
+    limited = decide(
+        Counters(0, 3, 0, None), Outcome.RATE_LIMITED, 60.0, clock.now_ms(), _cfg(), _rng()
+    )
+    await s.record_attempts([record_for(first, limited, 429)])
+    clock.advance(1)
+    (live_2,) = (await s.ingest_event(WS, "live", {})).delivery_ids
+    assert [c.delivery_id for c in await s.claim_due(10, LEASE_MS, {}, 16)] == [live_2]
+    assert await s.next_due_at() == min(retry.next_attempt_at, clock.now_ms() + 59_000)
+    # When the pause ends the waiting deliveries go in the order they came.
+    clock.advance(60)
+    claims = await s.claim_due(5, LEASE_MS, {}, 16)
+    resumed = [c.delivery_id for c in claims if c.webhook_id == stuck.id]
+    # (The live webhook's retry may be due by now too.)
+    assert len(resumed) >= 4 and resumed == stuck_ids[1 : 1 + len(resumed)]
+
+
+async def test_sqlite_claim_cost_does_not_grow_with_a_backlog_that_may_not_go(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A claim, its nothing-due probe and next_due_at read a bounded head of the
+    queue, not an inactive webhook's whole backlog (about 1 us a row each)."""
+    store = SqliteStore(tmp_path / "cost.db", clock)
+    await store.open()
+    stuck = await make_webhook(store, events=("stuck",))
+    await make_webhook(store, events=("live",))
+    steps = 0
+
+    def count(conn: object) -> None:
+        def tick() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        conn.set_progress_handler(tick, 100)  # type: ignore[attr-defined]
+
+    async def cost(backlog: int) -> int:
+        nonlocal steps
+        await store.ingest_events(WS, [NewEvent("stuck", {}) for _ in range(backlog)])
+        await store.update_webhook(WS, stuck.id, WebhookChanges(status=WebhookStatus.INACTIVE), 0)
+        clock.advance(1)
+        await store.ingest_event(WS, "live", {})
+        await store._call(count)
+        steps = 0
+        claimed = await store.claim_due(10, LEASE_MS, {}, 16)
+        assert [c.webhook_id for c in claimed] != [stuck.id]
+        assert await store.settle_and_claim([], 10, LEASE_MS, {}, 16) == ([], [])
+        await store.next_due_at()
+        await store._call(lambda c: c.set_progress_handler(None, 0))
+        await store.update_webhook(WS, stuck.id, WebhookChanges(status=WebhookStatus.ACTIVE), 0)
+        return steps
+
+    small = await cost(300)
+    large = await cost(6_000)  # 6,300 waiting at the head now
+    await store.close()
+    assert large < small * 1.5, (small, large)
+
+
 async def test_sqlite_claim_plan_walks_the_due_index_whatever_the_statistics(
     tmp_path: Path, clock: ManualClock
 ) -> None:

@@ -214,46 +214,75 @@ def _json_rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> lis
     return json.loads(row[0]) if row and row[0] else []
 
 
-# The claim's candidate scan: the head of the due queue, as [[due, rowid, id,
-# webhook_id], ...].  INDEXED BY pins the plan to walking the due index in
-# order: with statistics for `webhooks` alone (what PRAGMA optimize leaves
-# behind) SQLite would otherwise read and sort every due delivery on each claim,
-# 4 ms becoming 1.7 s at a million queued.  rowid breaks ties in insertion order
-# (FIFO) and is part of every index entry, so no sort is needed.  Webhooks at
-# their limit are filtered in Python, not here: a filter in SQL would walk over
-# every one of their due rows (a dead endpoint's whole backlog) on every claim;
-# the LIMIT bounds what one claim reads.
-_DUE_SENDABLE = (
-    " FROM deliveries d INDEXED BY deliveries_due"
-    " JOIN webhooks w ON w.id = d.webhook_id"
-    " WHERE d.next_attempt_at <= ?"
-    "   AND w.status = 'active' AND (w.paused_until IS NULL OR w.paused_until <= ?)"
+# The head of the due queue: the first ?3 deliveries due by ?1, each with
+# whether its webhook may send at ?2 (active, not paused by a 429).  INDEXED BY
+# pins the plan to walking the due index in order: with statistics for
+# `webhooks` alone (what PRAGMA optimize leaves behind) SQLite would otherwise
+# read and sort every due delivery on each claim, 4 ms becoming 1.7 s at a
+# million queued.  rowid breaks ties in insertion order (FIFO) and is part of
+# every index entry, so no sort is needed.  Nothing about the webhook filters
+# rows here: a filter would walk over every due row of a webhook that may not
+# send (an inactive webhook's whole backlog, a paused one's) on every claim,
+# about 1 us a row; the LIMIT bounds what one look at the head reads, and the
+# caller skips what may not go.
+_DUE_HEAD = (
+    "SELECT d.next_attempt_at AS due, d.rowid AS rid, d.id AS id, d.webhook_id AS webhook_id,"
+    " (w.status = 'active' AND (w.paused_until IS NULL OR w.paused_until <= ?2)) AS sendable"
+    " FROM deliveries d INDEXED BY deliveries_due JOIN webhooks w ON w.id = d.webhook_id"
+    " WHERE d.next_attempt_at <= ?1 ORDER BY d.next_attempt_at, d.rowid LIMIT ?3"
 )
+# The claim's candidate scan: that head as [[due, rowid, id, webhook_id,
+# sendable], ...].
 _CLAIM_SCAN_SQL = (
-    "SELECT json_group_array(json_array(due, rid, id, webhook_id)) FROM ("
-    "SELECT d.next_attempt_at AS due, d.rowid AS rid, d.id AS id, d.webhook_id AS webhook_id"
-    + _DUE_SENDABLE
-    + " ORDER BY d.next_attempt_at, d.rowid LIMIT ?)"
+    "SELECT json_group_array(json_array(due, rid, id, webhook_id, sendable)) FROM ("
+    + _DUE_HEAD
+    + ")"
 )
-# Whether the scan would find anything at all (read before a claim without
-# records takes the write lock).
-_DUE_PROBE_SQL = "SELECT 1" + _DUE_SENDABLE + " LIMIT 1"
-# When the head is crowded with webhooks at their limit: the webhooks that may
-# send, less those without room (a JSON array of their ids)...
+# Whether that head is full (of deliveries that may not go, when this is asked).
+_DUE_HEAD_FULL = (
+    "(SELECT count(*) FROM (SELECT 1 FROM deliveries INDEXED BY deliveries_due"
+    " WHERE next_attempt_at <= ?1 LIMIT ?3)) >= ?3"
+)
+# Whether a claim could find anything (read before a claim without records
+# takes the write lock): a delivery that may go in the head, or a head full of
+# ones that may not (the claim then reads the webhooks' own queues).
+_DUE_PROBE_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM (" + _DUE_HEAD + ") WHERE sendable) OR " + _DUE_HEAD_FULL
+)
+# When the head is crowded with webhooks that may not take more (at their
+# limit, paused, inactive): the webhooks that may send, less those without
+# room (a JSON array of their ids)...
 _CLAIMABLE_WEBHOOKS_SQL = (
     "SELECT json_group_array(id) FROM webhooks WHERE status = 'active' AND deleted_at IS NULL"
     " AND (paused_until IS NULL OR paused_until <= ?1)"
     " AND id NOT IN (SELECT value FROM json_each(?2))"
 )
 # ... and the oldest due deliveries of each of them (ids in a JSON array), read
-# by its own queue's index: [[[due, rowid, id, webhook_id], ...], ...].
+# by its own queue's index: [[[due, rowid, id, webhook_id, 1], ...], ...].
 _WEBHOOK_DUE_SQL = (
     "SELECT json_group_array(json(queue)) FROM (SELECT (SELECT json_group_array(json_array("
-    "due, rid, id, webhook_id)) FROM (SELECT next_attempt_at AS due, rowid AS rid, id, webhook_id"
+    "due, rid, id, webhook_id, 1)) FROM ("
+    "SELECT next_attempt_at AS due, rowid AS rid, id, webhook_id"
     " FROM deliveries INDEXED BY deliveries_webhook_due"
     " WHERE webhook_id = hook.value AND next_attempt_at <= ?1"
     " ORDER BY next_attempt_at, rowid LIMIT ?2)) AS queue FROM json_each(?3) AS hook)"
 )
+# When the next delivery that may go is due, with ?1 past any due time: the
+# first of the queue's head whose webhook may send at ?2; past a head of ?3
+# that may not, the earliest of each sendable webhook's own queue (a cost
+# bounded by the number of webhooks, not by an inactive or paused backlog).
+_NEXT_DUE_WINDOW = 256
+_NEXT_DUE_SQL = (
+    "SELECT coalesce((SELECT min(due) FROM (" + _DUE_HEAD + ") WHERE sendable),"
+    " CASE WHEN " + _DUE_HEAD_FULL + " THEN"
+    " (SELECT min((SELECT next_attempt_at FROM deliveries INDEXED BY deliveries_webhook_due"
+    "  WHERE webhook_id = w.id AND next_attempt_at IS NOT NULL"
+    "  ORDER BY next_attempt_at LIMIT 1)) FROM webhooks w"
+    "  WHERE w.status = 'active' AND w.deleted_at IS NULL"
+    "  AND (w.paused_until IS NULL OR w.paused_until <= ?2)) END)"
+)
+# A due time later than any real one.
+_FAR_FUTURE_MS = 2**62
 # Bodies up to this size ride the claim's JSON; larger ones (rare: the API
 # takes up to server.max_body_bytes) are read one by one after it.
 _CLAIM_JSON_BODY_MAX = 64 * 1024
@@ -273,6 +302,13 @@ _CLAIMED_SQL = (
 # leave a full batch; a window this crowded sends the claim to the per-webhook
 # queues instead.
 _SCAN_SLACK = 64
+
+
+def _claim_window(limit: int) -> int:
+    """How many head rows a claim of ``limit`` reads before turning to the webhooks' queues."""
+    return min(limit + _SCAN_SLACK, limit * 4)
+
+
 # One attempt's transition, fenced by its lease token.
 _RECORD_TRANSITION_SQL = (
     "UPDATE deliveries SET status = ?, next_attempt_at = ?, lease_token = NULL,"
@@ -325,9 +361,6 @@ _JSON_NUL = "\\u0000"
 # statement must stay far below SQLite's length limit (1e9 bytes) and a
 # transient copy of the group in memory stays small.
 _JSON_BATCH_MAX_CHARS = 32 * 1024 * 1024
-# A 429 pause moves the webhook's waiting deliveries only when it ends more
-# than this after where they already wait.
-_PUSH_SLACK_MS = 1000
 
 
 def _webhook(row: sqlite3.Row | tuple[Any, ...]) -> Webhook:
@@ -1584,7 +1617,8 @@ class SqliteStore:
         ) -> tuple[list[RecordResult], list[ClaimedDelivery]] | None:
             # A wake-up (an ingest for a paused webhook, say) with nothing to
             # claim reads one index entry instead of taking the write lock.
-            if conn.execute(_DUE_PROBE_SQL, (now, now)).fetchone() is None:
+            probe = conn.execute(_DUE_PROBE_SQL, (now, now, _claim_window(limit))).fetchone()
+            if not probe[0]:
                 return [], []
             return None
 
@@ -1605,7 +1639,9 @@ class SqliteStore:
 
         def take(rows: Iterable[list[Any]]) -> None:
             """Choose deliveries in the given order while their webhooks have room."""
-            for _due, _rowid, delivery_id, webhook_id in rows:
+            for _due, _rowid, delivery_id, webhook_id, sendable in rows:
+                if not sendable:
+                    continue
                 left = room.get(webhook_id, default_room)
                 if left <= 0:
                     continue
@@ -1614,7 +1650,7 @@ class SqliteStore:
                 if len(chosen) >= limit:
                     return
 
-        window = min(limit + _SCAN_SLACK, limit * 4)
+        window = _claim_window(limit)
         head = _json_rows(conn, _CLAIM_SCAN_SQL, (now, now, window))
         # (The aggregate keeps the scan's order in practice; sorting makes it a
         # promise, and costs little on a sorted list.  Rows compare by due time,
@@ -1622,15 +1658,16 @@ class SqliteStore:
         head.sort()
         take(head)
         if len(chosen) < limit and len(head) >= window:
-            # The head of the queue is crowded with deliveries of webhooks at
-            # their limit (a slow endpoint's backlog, or the one busy webhook):
-            # take the oldest due work of each webhook that has room, from its
-            # own queue, instead of reading on through rows none may take.
+            # The head of the queue is crowded with deliveries of webhooks that
+            # may not take them now (a slow endpoint's backlog, the one busy
+            # webhook, a 429's pause, an inactive webhook): take the oldest due
+            # work of each webhook that has room, from its own queue, instead
+            # of reading on through rows none may take.
             taken = set(chosen)
             # Deliveries of a webhook already chosen from the head come first
             # in its own queue: read that many more of it.
             from_head: dict[str, int] = {}
-            for _due, _rowid, delivery_id, webhook_id in head:
+            for _due, _rowid, delivery_id, webhook_id, _sendable in head:
                 if delivery_id in taken:
                     from_head[webhook_id] = from_head.get(webhook_id, 0) + 1
             full = json.dumps([webhook_id for webhook_id, left in room.items() if left <= 0])
@@ -1759,27 +1796,17 @@ class SqliteStore:
                 results.append(RecordResult(r.delivery_id, False, Status(row[0]) if row else None))
                 continue
             if t.pause_webhook_until is not None:
-                row = conn.execute(
-                    "SELECT paused_until FROM webhooks WHERE id = ?", (r.webhook_id,)
-                ).fetchone()
-                # Where its waiting deliveries already wait: a pause pushes them
-                # to its end, and ingest schedules new ones no earlier.
-                waiting_from = row[0] if row and row[0] is not None else 0
-                pause = max(waiting_from, t.pause_webhook_until)
+                # The webhook's waiting deliveries keep their due times: the
+                # claim skips them while it is paused (see _DUE_HEAD), and
+                # ingest schedules new ones no earlier than the pause's end.
+                # (Moving them behind the pause rewrote the whole backlog, a
+                # page each, 25 us a delivery, on every 429 that lengthened it.)
+                # A later answer never shortens a pause already in place.
                 conn.execute(
-                    "UPDATE webhooks SET paused_until = ? WHERE id = ?", (pause, r.webhook_id)
+                    "UPDATE webhooks SET paused_until = max(coalesce(paused_until, 0), ?)"
+                    " WHERE id = ?",
+                    (t.pause_webhook_until, r.webhook_id),
                 )
-                if pause > waiting_from + _PUSH_SLACK_MS:
-                    # Push the webhook's other waiting deliveries behind the pause
-                    # so the claim query does not walk over them until then.  A
-                    # burst of 429s moves them once, not once per answer (each
-                    # move rewrites the webhook's whole backlog); a pause ending
-                    # within the slack only costs the claim a short walk.
-                    conn.execute(
-                        "UPDATE deliveries SET next_attempt_at = ?"
-                        " WHERE webhook_id = ? AND next_attempt_at < ? AND lease_token IS NULL",
-                        (pause, r.webhook_id, pause),
-                    )
             if t.deactivate_webhook_reason is not None:
                 conn.execute(
                     "UPDATE webhooks SET status = 'inactive', disabled_reason = ?, updated_at = ?"
@@ -1813,16 +1840,11 @@ class SqliteStore:
         now = self.clock.now_ms()
 
         def work(conn: sqlite3.Connection) -> int | None:
-            row = conn.execute(
-                "SELECT d.next_attempt_at FROM deliveries d INDEXED BY deliveries_due"
-                " JOIN webhooks w ON w.id = d.webhook_id"
-                " WHERE d.next_attempt_at IS NOT NULL AND w.status = 'active'"
-                " ORDER BY d.next_attempt_at LIMIT 1",
-            ).fetchone() or (None,)
-            paused = conn.execute(
+            (due,) = conn.execute(_NEXT_DUE_SQL, (_FAR_FUTURE_MS, now, _NEXT_DUE_WINDOW)).fetchone()
+            (paused,) = conn.execute(
                 "SELECT min(paused_until) FROM webhooks WHERE paused_until > ?", (now,)
             ).fetchone()
-            candidates = [v for v in (row[0], paused[0]) if v is not None]
+            candidates = [v for v in (due, paused) if v is not None]
             return min(candidates) if candidates else None
 
         return await self._call(work)
