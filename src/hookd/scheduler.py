@@ -128,6 +128,9 @@ class Scheduler:
         self._per_webhook: Tally[str] = Tally()
         # Finished attempts whose records the loop writes in its next round trip.
         self._finished_attempts: list[_Finished] = []
+        # Attempts written by the last round trip, with what the store said of
+        # each, not yet observed (see _iterate).
+        self._written: tuple[list[_Finished], list[RecordResult]] | None = None
         # Attempts holding a concurrency slot (their HTTP exchange is not over).
         self._sending = 0
         # Monotonic time of the last completed loop iteration, for readiness.
@@ -160,6 +163,12 @@ class Scheduler:
         else:
             if ended:
                 log.warning("scheduler.interrupted_tests_ended", count=ended)
+        try:
+            await self._supervise()
+        finally:
+            self._observe_written()
+
+    async def _supervise(self) -> None:
         failures = 0
         # While stopping, the loop goes on writing records until the last
         # attempt has finished or been cancelled.
@@ -232,6 +241,7 @@ class Scheduler:
             # database; claiming more would only pile up leases.)
             want = 0
         if want <= 0 and not finished:
+            self._observe_written()
             # Every slot busy is progress too: the loop is alive and waiting
             # for attempts to finish, not stuck.
             self.last_progress = time.monotonic()
@@ -251,6 +261,10 @@ class Scheduler:
                 cfg.per_webhook_concurrency,
             )
         )
+        # The loop's thread observes the previous round trip (metrics, logs,
+        # the slots of 429s and 410s) while the database thread runs this one:
+        # done before the write, it would leave that thread idle meanwhile.
+        self._observe_written()
         try:
             results, claims = await asyncio.shield(write)
         except asyncio.CancelledError:
@@ -266,14 +280,14 @@ class Scheduler:
             self._finished_attempts[:0] = finished
             raise
         self.last_progress = time.monotonic()
-        self._settle(finished, results)
         for claim in claims:
             self._dispatch(claim)
+        self._written = (finished, results)
         if want > 0 and len(claims) >= want:
-            # Possibly more due right now: claim again, after letting the new
-            # tasks start.
-            await asyncio.sleep(0)
+            # Possibly more due right now: the next turn sends its round trip
+            # first and then observes this one, while the new tasks start.
             return
+        self._observe_written()
         if want <= 0 or self._finished_attempts:
             return
         next_due = await self.store.next_due_at()
@@ -286,6 +300,11 @@ class Scheduler:
             # replay wakes us; the poll interval bounds the wait otherwise.
             timeout = cfg.poll_interval_seconds
         await self._wait_for_wake(timeout)
+
+    def _observe_written(self) -> None:
+        written, self._written = self._written, None
+        if written is not None:
+            self._settle(*written)
 
     def _settle(self, finished: list[_Finished], results: list[RecordResult]) -> None:
         for item, recorded in zip(finished, results, strict=True):
