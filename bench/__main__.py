@@ -197,19 +197,34 @@ def run(args: argparse.Namespace) -> int:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(doc, indent=2) + "\n")
 
+    # Each isolation run follows a clean run and is compared with it: this
+    # machine's speed drifts by a third within the hour, so a ratio of two
+    # medians taken minutes apart measured the drift as much as hookd.
+    schedule: list[tuple[str, int]] = []
     for name in order:
+        if name == "isolation" and "throughput" in order:
+            continue
+        n = args.backlog_runs if name == "backlog" else runs
+        for i in range(n):
+            schedule.append((name, i))
+            if name == "throughput" and "isolation" in order:
+                schedule.append(("isolation", i))
+    results_of: dict[str, list[dict[str, Any]]] = {}
+    for name, i in schedule:
         n = args.backlog_runs if name == "backlog" else runs
         key = name + ("_analyzed" if sizes.analyze and name in WHAT_IF else "")
-        results: list[dict[str, Any]] = []
-        for i in range(n):
-            print(f"[bench] {name} run {i + 1}/{n} ...", file=sys.stderr, flush=True)
-            t = time.monotonic()
-            result = SCENARIOS[name](sizes, args.keep)
-            result["wall_s"] = time.monotonic() - t
-            results.append(result)
-            print(f"[bench] {name}: {_brief(name, result)}", file=sys.stderr, flush=True)
-            summary[key] = {"runs": results, "median": _median_tree(results)}
-            write()
+        results = results_of.setdefault(key, [])
+        print(f"[bench] {name} run {i + 1}/{n} ...", file=sys.stderr, flush=True)
+        t = time.monotonic()
+        result = SCENARIOS[name](sizes, args.keep)
+        result["wall_s"] = time.monotonic() - t
+        if name == "isolation" and "throughput" in order:
+            clean_key = "throughput" + key.removeprefix("isolation")
+            result["clean_deliveries_per_s"] = results_of[clean_key][-1]["deliveries_per_s"]
+        results.append(result)
+        print(f"[bench] {name}: {_brief(name, result)}", file=sys.stderr, flush=True)
+        summary[key] = {"runs": results, "median": _median_tree(results)}
+        write()
     print(table(summary))
     print(f"\nwritten: {out_path}")
     return 0
@@ -227,8 +242,10 @@ def _isolation_ratio(summary: dict[str, Any], clean_from: dict[str, Any] | None 
         clean_runs = summary.get("throughput" + suffix) or clean_from
         if not iso or not clean_runs:
             continue
-        clean = clean_runs["median"]["deliveries_per_s"]
+        median_clean = clean_runs["median"]["deliveries_per_s"]
         for r in iso["runs"]:
+            # The clean run just before it when the two were run in pairs.
+            clean = r.get("clean_deliveries_per_s") or median_clean
             r["ratio"] = r["deliveries_per_s"] / clean if clean else 0.0
         iso["median"] = _median_tree(iso["runs"])
 
