@@ -135,6 +135,26 @@ async def test_a_claim_with_nothing_due_needs_no_lock(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_a_paused_backlog_at_the_head_needs_no_lock_to_wait_on(tmp_path: Path) -> None:
+    """A 429 leaves the webhook's backlog where it was, due; wake-ups meanwhile
+    see that none of it may go without taking the write lock."""
+    store = await _open(tmp_path / "lock.db", busy_timeout_ms=10_000)
+    try:
+        await store.ingest_events(WS, [NewEvent("t", {}) for _ in range(400)])
+        await store._call(
+            lambda c: c.execute(
+                "UPDATE webhooks SET paused_until = ?", (store.clock.now_ms() + 60_000,)
+            )
+        )
+        other = _holder(tmp_path / "lock.db")
+        started = time.monotonic()
+        assert await store.settle_and_claim([], 16, 30_000, {}, 8) == ([], [])
+        assert time.monotonic() - started < 5
+        other.close()
+    finally:
+        await store.close()
+
+
 async def test_reads_go_on_while_another_process_writes(tmp_path: Path) -> None:
     store = await _open(tmp_path / "lock.db", busy_timeout_ms=10_000)
     try:

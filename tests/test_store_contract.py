@@ -808,11 +808,9 @@ async def test_a_backlog_that_may_not_go_hides_nothing_behind_it(
     clock.advance(1)
     (live_id,) = (await s.ingest_event(WS, "live", {})).delivery_ids
     (claim,) = await s.claim_due(10, LEASE_MS, {}, 16)
-    assert claim.delivery_id == live_id
+    assert (claim.delivery_id, claim.webhook_id) == (live_id, live.id)
     # Its retry is the next thing due, whatever waits before it.
-    retry = decide(
-        Counters(0, 3, 0, None), Outcome.FAILED, None, clock.now_ms(), _cfg(), _rng()
-    )
+    retry = decide(Counters(0, 3, 0, None), Outcome.FAILED, None, clock.now_ms(), _cfg(), _rng())
     assert retry.next_attempt_at is not None and retry.next_attempt_at > clock.now_ms()
     await s.record_attempts([record_for(claim, retry, 500)])
     assert await s.next_due_at() == retry.next_attempt_at

@@ -244,10 +244,18 @@ _DUE_HEAD_FULL = (
     " WHERE next_attempt_at <= ?1 LIMIT ?3)) >= ?3"
 )
 # Whether a claim could find anything (read before a claim without records
-# takes the write lock): a delivery that may go in the head, or a head full of
-# ones that may not (the claim then reads the webhooks' own queues).
+# takes the write lock): a delivery that may go in the head, or, past a head
+# full of ones that may not (a paused webhook's backlog), a due delivery in the
+# own queue of a webhook that may send.
 _DUE_PROBE_SQL = (
-    "SELECT EXISTS (SELECT 1 FROM (" + _DUE_HEAD + ") WHERE sendable) OR " + _DUE_HEAD_FULL
+    "SELECT EXISTS (SELECT 1 FROM ("
+    + _DUE_HEAD
+    + ") WHERE sendable) OR ("
+    + _DUE_HEAD_FULL
+    + " AND EXISTS (SELECT 1 FROM webhooks w WHERE w.status = 'active'"
+    " AND w.deleted_at IS NULL AND (w.paused_until IS NULL OR w.paused_until <= ?2)"
+    " AND EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_webhook_due"
+    " WHERE webhook_id = w.id AND next_attempt_at <= ?1)))"
 )
 # When the head is crowded with webhooks that may not take more (at their
 # limit, paused, inactive): the webhooks that may send, less those without
@@ -271,9 +279,11 @@ _WEBHOOK_DUE_SQL = (
 # first of the queue's head whose webhook may send at ?2; past a head of ?3
 # that may not, the earliest of each sendable webhook's own queue (a cost
 # bounded by the number of webhooks, not by an inactive or paused backlog).
-_NEXT_DUE_WINDOW = 256
+# Asked each time the loop goes idle (every ingest wakes it), so the head is
+# short: a parked webhook's new work fills it.
+_NEXT_DUE_WINDOW = 32
 _NEXT_DUE_SQL = (
-    "SELECT coalesce((SELECT min(due) FROM (" + _DUE_HEAD + ") WHERE sendable),"
+    "SELECT coalesce((SELECT due FROM (" + _DUE_HEAD + ") WHERE sendable LIMIT 1),"
     " CASE WHEN " + _DUE_HEAD_FULL + " THEN"
     " (SELECT min((SELECT next_attempt_at FROM deliveries INDEXED BY deliveries_webhook_due"
     "  WHERE webhook_id = w.id AND next_attempt_at IS NOT NULL"
