@@ -155,6 +155,62 @@ async def test_429_parks_in_its_own_lane_without_using_the_budget(
         assert d is not None and d.budget_used == 1
 
 
+async def test_after_a_429_pause_one_request_probes_before_the_rest_go(
+    harness: Harness, receiver: Receiver
+) -> None:
+    limited = True
+    gate = asyncio.Event()
+    in_flight = 0
+
+    async def endpoint(request: web.Request, n: int) -> web.StreamResponse:
+        nonlocal in_flight
+        if limited:
+            return web.Response(status=429, headers={"Retry-After": "60"})
+        in_flight += 1
+        try:
+            await gate.wait()
+        finally:
+            in_flight -= 1
+        return web.Response(status=200)
+
+    await harness.webhook(receiver.on("/paced", endpoint))
+    ids = [
+        (await harness.store.ingest_event("ws_test", "t", {"n": n})).delivery_ids[0]
+        for n in range(8)
+    ]
+    harness.scheduler.start()
+    # Eight requests in flight at once, each answered 429.
+    for delivery_id in ids:
+        await wait_status(harness, delivery_id, Status.RATE_LIMITED)
+    assert len(receiver.received("/paced")) == 8
+
+    limited = False
+    harness.clock.advance(60)
+    harness.scheduler.wake()
+    await receiver.wait_for("/paced", 9)
+    # The probe is held open: nothing else goes to the endpoint meanwhile.
+    await quiet_period(harness, receiver, "/paced", 9)
+    gate.set()
+    for delivery_id in ids:
+        await wait_status(harness, delivery_id, Status.DELIVERED)
+    assert len(receiver.received("/paced")) == 16
+    # Its 200 opened the endpoint's whole room again.
+    gate.clear()
+    more = [
+        (await harness.store.ingest_event("ws_test", "t", {"n": n})).delivery_ids[0]
+        for n in range(4)
+    ]
+    harness.scheduler.wake()
+    await eventually(lambda: _async(in_flight == 4))
+    gate.set()
+    for delivery_id in more:
+        await wait_status(harness, delivery_id, Status.DELIVERED)
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
 async def _rl_count(h: Harness, total: int) -> bool:
     page = await h.store.list_deliveries("ws_test", _all(), 50)
     return sum(d.rate_limited_count for d in page.items) >= total

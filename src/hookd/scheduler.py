@@ -44,6 +44,9 @@ from hookd.storage import AttemptRecord, RecordResult, Store, StoreError
 
 log = structlog.get_logger("hookd.scheduler")
 
+# Most webhooks remembered as just rate limited (see Scheduler._probing).
+_PROBING_MAX = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class AttemptReport:
@@ -126,6 +129,12 @@ class Scheduler:
         self._stopping = False
         self._tasks: dict[asyncio.Task[None], _Flight] = {}
         self._per_webhook: Tally[str] = Tally()
+        # Webhooks whose last answer was a 429: once the pause is over they get
+        # one request at a time until an answer that is not one (a dict as an
+        # ordered set, oldest first).  Without this every pause ended in a
+        # burst of per_webhook_concurrency requests at an endpoint that had
+        # just asked for less.
+        self._probing: dict[str, None] = {}
         # Finished attempts whose records the loop writes in its next round trip.
         self._finished_attempts: list[_Finished] = []
         # Attempts written by the last round trip, with what the store said of
@@ -251,6 +260,11 @@ class Scheduler:
         room = {
             webhook: cfg.per_webhook_concurrency - n for webhook, n in self._per_webhook.items()
         }
+        for webhook in self._probing:
+            room[webhook] = min(
+                room.get(webhook, cfg.per_webhook_concurrency),
+                1 - self._per_webhook.get(webhook, 0),
+            )
         self._finished_attempts = []
         write = asyncio.ensure_future(
             self.store.settle_and_claim(
@@ -348,12 +362,24 @@ class Scheduler:
             del self._per_webhook[webhook_id]
         self._wake.set()
 
+    def _pace(self, webhook_id: str, transition: Transition) -> None:
+        """Note whether ``webhook_id`` just asked for a pause (see _probing)."""
+        if transition.pause_webhook_until is not None:
+            self._probing.pop(webhook_id, None)
+            self._probing[webhook_id] = None
+            if len(self._probing) > _PROBING_MAX:
+                # Webhooks deleted while paused never answer again.
+                del self._probing[next(iter(self._probing))]
+        elif self._probing:
+            self._probing.pop(webhook_id, None)
+
     async def _run_attempt(self, flight: _Flight) -> None:
         claim = flight.claim
         try:
             started_at = self.clock.now_ms()
             result = await self.send(claim)
             transition, metric_class = self._decide(claim, result)
+            self._pace(claim.webhook_id, transition)
             if (
                 transition.pause_webhook_until is None
                 and transition.deactivate_webhook_reason is None
