@@ -207,6 +207,45 @@ async def test_after_a_429_pause_one_request_probes_before_the_rest_go(
         await wait_status(harness, delivery_id, Status.DELIVERED)
 
 
+async def test_answers_to_requests_sent_before_a_pause_do_not_end_the_probe(
+    harness: Harness, receiver: Receiver
+) -> None:
+    sent_before, after_pause = asyncio.Event(), asyncio.Event()
+
+    async def endpoint(request: web.Request, n: int) -> web.StreamResponse:
+        if n == 0:
+            return web.Response(status=429, headers={"Retry-After": "60"})
+        await (sent_before if n < 4 else after_pause).wait()
+        return web.Response(status=200)
+
+    await harness.webhook(receiver.on("/mixed", endpoint))
+    for n in range(4):
+        await harness.store.ingest_event("ws_test", "t", {"n": n})
+    harness.scheduler.start()
+    await receiver.wait_for("/mixed", 4)
+    await eventually(lambda: _count(harness, Status.RATE_LIMITED, 1))
+    # The other three, sent before the 429 came back, are answered 200 now.
+    sent_before.set()
+    await eventually(lambda: _count(harness, Status.DELIVERED, 3))
+    later = [
+        (await harness.store.ingest_event("ws_test", "t", {"n": n})).delivery_ids[0]
+        for n in range(4)
+    ]
+    harness.clock.advance(60)
+    harness.scheduler.wake()
+    await receiver.wait_for("/mixed", 5)
+    await quiet_period(harness, receiver, "/mixed", 5)
+    after_pause.set()
+    for delivery_id in later:
+        await wait_status(harness, delivery_id, Status.DELIVERED)
+    assert len(receiver.received("/mixed")) == 9
+
+
+async def _count(h: Harness, status: Status, expected: int) -> bool:
+    page = await h.store.list_deliveries("ws_test", _all(), 50)
+    return sum(d.status is status for d in page.items) == expected
+
+
 async def _async(value: bool) -> bool:
     return value
 

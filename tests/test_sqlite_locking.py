@@ -141,9 +141,23 @@ async def test_a_paused_backlog_at_the_head_needs_no_lock_to_wait_on(tmp_path: P
     store = await _open(tmp_path / "lock.db", busy_timeout_ms=10_000)
     try:
         await store.ingest_events(WS, [NewEvent("t", {}) for _ in range(400)])
+        # A webhook that may send, with nothing due: its queue is looked at too.
+        await store.create_webhook(
+            NewWebhook(
+                workspace_id=WS,
+                name="idle",
+                url="https://example.com/idle",
+                events=("other",),
+                secret="secret-lock-0123",
+                retry_attempts=3,
+                timeout_ms=1000,
+                created_by="user_1",
+            )
+        )
         await store._call(
             lambda c: c.execute(
-                "UPDATE webhooks SET paused_until = ?", (store.clock.now_ms() + 60_000,)
+                "UPDATE webhooks SET paused_until = ? WHERE name = 'hook'",
+                (store.clock.now_ms() + 60_000,),
             )
         )
         other = _holder(tmp_path / "lock.db")

@@ -818,33 +818,43 @@ async def test_a_backlog_that_may_not_go_hides_nothing_behind_it(
 
     # Active again: its backlog goes first, in order; a 429 then parks the rest.
     await s.update_webhook(WS, stuck.id, WebhookChanges(status=WebhookStatus.ACTIVE), 0)
-    (first,) = await s.claim_due(1, LEASE_MS, {}, 16)
-    assert first.delivery_id == stuck_ids[0]
+    first, second = await s.claim_due(2, LEASE_MS, {}, 16)
+    assert [first.delivery_id, second.delivery_id] == stuck_ids[:2]
     limited = decide(
         Counters(0, 3, 0, None), Outcome.RATE_LIMITED, 60.0, clock.now_ms(), _cfg(), _rng()
     )
+    shorter = decide(
+        Counters(0, 3, 0, None), Outcome.RATE_LIMITED, 5.0, clock.now_ms(), _cfg(), _rng()
+    )
     await s.record_attempts([record_for(first, limited, 429)])
+    # A later answer asking for less leaves the longer pause in place.
+    await s.record_attempts([record_for(second, shorter, 429)])
+    paused = await s.get_webhook(None, stuck.id)
+    assert paused is not None and paused.paused_until == clock.now_ms() + 60_000
     clock.advance(1)
     (live_2,) = (await s.ingest_event(WS, "live", {})).delivery_ids
     assert [c.delivery_id for c in await s.claim_due(10, LEASE_MS, {}, 16)] == [live_2]
     assert await s.next_due_at() == min(retry.next_attempt_at, clock.now_ms() + 59_000)
+    # The backlog waiting for its pause is not late work.
+    assert (await s.queue_stats()).oldest_due_ms is None
     # When the pause ends the waiting deliveries go in the order they came.
     clock.advance(60)
     claims = await s.claim_due(5, LEASE_MS, {}, 16)
     resumed = [c.delivery_id for c in claims if c.webhook_id == stuck.id]
     # (The live webhook's retry may be due by now too.)
-    assert len(resumed) >= 4 and resumed == stuck_ids[1 : 1 + len(resumed)]
+    assert len(resumed) >= 4 and resumed == stuck_ids[2 : 2 + len(resumed)]
 
 
 async def test_sqlite_claim_cost_does_not_grow_with_a_backlog_that_may_not_go(
     tmp_path: Path, clock: ManualClock
 ) -> None:
-    """A claim, its nothing-due probe and next_due_at read a bounded head of the
-    queue, not an inactive webhook's whole backlog (about 1 us a row each)."""
+    """A claim, its nothing-due probe and next_due_at (whose statement also finds
+    queue_stats' oldest due delivery) read a bounded head of the queue, not an
+    inactive webhook's whole backlog (about 1 us a row each)."""
     store = SqliteStore(tmp_path / "cost.db", clock)
     await store.open()
     stuck = await make_webhook(store, events=("stuck",))
-    await make_webhook(store, events=("live",))
+    live = await make_webhook(store, events=("live",))
     steps = 0
 
     def count(conn: object) -> None:
@@ -864,7 +874,7 @@ async def test_sqlite_claim_cost_does_not_grow_with_a_backlog_that_may_not_go(
         await store._call(count)
         steps = 0
         claimed = await store.claim_due(10, LEASE_MS, {}, 16)
-        assert [c.webhook_id for c in claimed] != [stuck.id]
+        assert [c.webhook_id for c in claimed] == [live.id]
         assert await store.settle_and_claim([], 10, LEASE_MS, {}, 16) == ([], [])
         await store.next_due_at()
         await store._call(lambda c: c.set_progress_handler(None, 0))

@@ -129,12 +129,12 @@ class Scheduler:
         self._stopping = False
         self._tasks: dict[asyncio.Task[None], _Flight] = {}
         self._per_webhook: Tally[str] = Tally()
-        # Webhooks whose last answer was a 429: once the pause is over they get
-        # one request at a time until an answer that is not one (a dict as an
-        # ordered set, oldest first).  Without this every pause ended in a
-        # burst of per_webhook_concurrency requests at an endpoint that had
-        # just asked for less.
-        self._probing: dict[str, None] = {}
+        # Webhooks that asked for a pause, with its end: once it is over they
+        # get one request at a time until a request sent after it is answered
+        # with anything but another pause (oldest first, for the bound).
+        # Without this every pause ended in a burst of per_webhook_concurrency
+        # requests at an endpoint that had just asked for fewer.
+        self._probing: dict[str, int] = {}
         # Finished attempts whose records the loop writes in its next round trip.
         self._finished_attempts: list[_Finished] = []
         # Attempts written by the last round trip, with what the store said of
@@ -275,11 +275,13 @@ class Scheduler:
                 cfg.per_webhook_concurrency,
             )
         )
-        # The loop's thread observes the previous round trip (metrics, logs,
-        # the slots of 429s and 410s) while the database thread runs this one:
-        # done before the write, it would leave that thread idle meanwhile.
-        self._observe_written()
         try:
+            # One step of the task takes the write to the database thread; the
+            # loop's thread then observes the previous round trip (metrics,
+            # logs, the slots of 429s and 410s) while that thread runs this
+            # one.  Done before the write, it left that thread idle meanwhile.
+            await asyncio.sleep(0)
+            self._observe_written()
             results, claims = await asyncio.shield(write)
         except asyncio.CancelledError:
             # Cancelled (shutdown) while the transaction runs on the database
@@ -326,9 +328,15 @@ class Scheduler:
             # written (in the same transaction as the claim that follows).
             self._release_slot(item.flight)
             record = item.record
-            self._observe(
-                item.flight.claim, item.result, record.outcome, record.transition, recorded
-            )
+            try:
+                self._observe(
+                    item.flight.claim, item.result, record.outcome, record.transition, recorded
+                )
+            except Exception:
+                # Metrics and logs only: the records are written and the slots
+                # given back whatever goes wrong here (it runs while a write
+                # is on its way, which must be awaited).
+                log.exception("scheduler.observe_error", delivery_id=record.delivery_id)
 
     async def _wait_for_wake(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -362,16 +370,18 @@ class Scheduler:
             del self._per_webhook[webhook_id]
         self._wake.set()
 
-    def _pace(self, webhook_id: str, transition: Transition) -> None:
-        """Note whether ``webhook_id`` just asked for a pause (see _probing)."""
-        if transition.pause_webhook_until is not None:
-            self._probing.pop(webhook_id, None)
-            self._probing[webhook_id] = None
+    def _pace(self, webhook_id: str, started_at: int, transition: Transition) -> None:
+        """Note what an answer says of ``webhook_id``'s pace (see _probing)."""
+        pause_until = transition.pause_webhook_until
+        if pause_until is not None:
+            pause_until = max(pause_until, self._probing.pop(webhook_id, pause_until))
+            self._probing[webhook_id] = pause_until
             if len(self._probing) > _PROBING_MAX:
                 # Webhooks deleted while paused never answer again.
                 del self._probing[next(iter(self._probing))]
-        elif self._probing:
-            self._probing.pop(webhook_id, None)
+        elif started_at >= self._probing.get(webhook_id, started_at + 1):
+            # Answers to requests sent before the pause ended say nothing of it.
+            del self._probing[webhook_id]
 
     async def _run_attempt(self, flight: _Flight) -> None:
         claim = flight.claim
@@ -379,7 +389,7 @@ class Scheduler:
             started_at = self.clock.now_ms()
             result = await self.send(claim)
             transition, metric_class = self._decide(claim, result)
-            self._pace(claim.webhook_id, transition)
+            self._pace(claim.webhook_id, started_at, transition)
             if (
                 transition.pause_webhook_until is None
                 and transition.deactivate_webhook_reason is None

@@ -122,7 +122,9 @@ class ReplayClaim:
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     by_status: Mapping[str, int] = field(default_factory=dict)
-    oldest_due_ms: int | None = None  # next_attempt_at of the oldest due, unleased delivery
+    # next_attempt_at of the oldest due delivery whose webhook may send (an
+    # expired lease is due again)
+    oldest_due_ms: int | None = None
     in_flight: int = 0
 
 

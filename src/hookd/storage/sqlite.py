@@ -275,18 +275,18 @@ _WEBHOOK_DUE_SQL = (
     " WHERE webhook_id = hook.value AND next_attempt_at <= ?1"
     " ORDER BY next_attempt_at, rowid LIMIT ?2)) AS queue FROM json_each(?3) AS hook)"
 )
-# When the next delivery that may go is due, with ?1 past any due time: the
-# first of the queue's head whose webhook may send at ?2; past a head of ?3
-# that may not, the earliest of each sendable webhook's own queue (a cost
-# bounded by the number of webhooks, not by an inactive or paused backlog).
-# Asked each time the loop goes idle (every ingest wakes it), so the head is
-# short: a parked webhook's new work fills it.
-_NEXT_DUE_WINDOW = 32
-_NEXT_DUE_SQL = (
-    "SELECT coalesce((SELECT due FROM (" + _DUE_HEAD + ") WHERE sendable LIMIT 1),"
+# The due time of the first delivery due by ?1 whose webhook may send at ?2:
+# the first such of the queue's head; past a head of ?3 that may not, the
+# earliest of each sendable webhook's own queue (a cost bounded by the number
+# of webhooks, not by an inactive or paused backlog).  next_due_at asks it each
+# time the loop goes idle (every ingest wakes it), so the head is short: a
+# parked webhook's new work fills it.
+_FIRST_SENDABLE_WINDOW = 32
+_FIRST_SENDABLE_SQL = (
+    "SELECT coalesce((SELECT min(due) FROM (" + _DUE_HEAD + ") WHERE sendable),"
     " CASE WHEN " + _DUE_HEAD_FULL + " THEN"
     " (SELECT min((SELECT next_attempt_at FROM deliveries INDEXED BY deliveries_webhook_due"
-    "  WHERE webhook_id = w.id AND next_attempt_at IS NOT NULL"
+    "  WHERE webhook_id = w.id AND next_attempt_at <= ?1"
     "  ORDER BY next_attempt_at LIMIT 1)) FROM webhooks w"
     "  WHERE w.status = 'active' AND w.deleted_at IS NULL"
     "  AND (w.paused_until IS NULL OR w.paused_until <= ?2)) END)"
@@ -1850,7 +1850,9 @@ class SqliteStore:
         now = self.clock.now_ms()
 
         def work(conn: sqlite3.Connection) -> int | None:
-            (due,) = conn.execute(_NEXT_DUE_SQL, (_FAR_FUTURE_MS, now, _NEXT_DUE_WINDOW)).fetchone()
+            (due,) = conn.execute(
+                _FIRST_SENDABLE_SQL, (_FAR_FUTURE_MS, now, _FIRST_SENDABLE_WINDOW)
+            ).fetchone()
             (paused,) = conn.execute(
                 "SELECT min(paused_until) FROM webhooks WHERE paused_until > ?", (now,)
             ).fetchone()
@@ -1869,16 +1871,11 @@ class SqliteStore:
             ):
                 by_status[status] = count
             # Work that waits on purpose (inactive webhook, a 429 pause) is not
-            # late, so it stays out of the scheduling-lag figure.
-            oldest = conn.execute(
-                "SELECT d.next_attempt_at FROM deliveries d INDEXED BY deliveries_due"
-                " JOIN webhooks w ON w.id = d.webhook_id"
-                " WHERE d.next_attempt_at <= ? AND d.lease_token IS NULL"
-                " AND w.status = 'active' AND (w.paused_until IS NULL OR w.paused_until <= ?)"
-                " ORDER BY d.next_attempt_at LIMIT 1",
-                (now, now),
+            # late, so it stays out of the scheduling-lag figure.  (A lease
+            # that expired is late work again.)
+            (oldest,) = conn.execute(
+                _FIRST_SENDABLE_SQL, (now, now, _FIRST_SENDABLE_WINDOW)
             ).fetchone()
-            oldest = oldest[0] if oldest else None
             in_flight = conn.execute(
                 "SELECT count(*) FROM deliveries WHERE next_attempt_at > ?"
                 " AND lease_token IS NOT NULL",
