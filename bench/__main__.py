@@ -197,18 +197,22 @@ def run(args: argparse.Namespace) -> int:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(doc, indent=2) + "\n")
 
-    # Each isolation run follows a clean run and is compared with it: this
-    # machine's speed drifts by a third within the hour, so a ratio of two
-    # medians taken minutes apart measured the drift as much as hookd.
+    # Each isolation run is paired with a clean run and compared with it:
+    # this machine's speed drifts by a third within the hour, so a ratio of
+    # two medians taken minutes apart measured the drift as much as hookd.
+    # Pairs alternate which goes first, so a drift within a pair cancels out.
+    paired = "throughput" in order and "isolation" in order
     schedule: list[tuple[str, int]] = []
     for name in order:
-        if name == "isolation" and "throughput" in order:
+        if name == "isolation" and paired:
             continue
         n = args.backlog_runs if name == "backlog" else runs
         for i in range(n):
-            schedule.append((name, i))
-            if name == "throughput" and "isolation" in order:
-                schedule.append(("isolation", i))
+            if name == "throughput" and paired:
+                pair = [("throughput", i), ("isolation", i)]
+                schedule += pair if i % 2 == 0 else pair[::-1]
+            else:
+                schedule.append((name, i))
     results_of: dict[str, list[dict[str, Any]]] = {}
     for name, i in schedule:
         n = args.backlog_runs if name == "backlog" else runs
@@ -218,9 +222,8 @@ def run(args: argparse.Namespace) -> int:
         t = time.monotonic()
         result = SCENARIOS[name](sizes, args.keep)
         result["wall_s"] = time.monotonic() - t
-        if name == "isolation" and "throughput" in order:
-            clean_key = "throughput" + key.removeprefix("isolation")
-            result["clean_deliveries_per_s"] = results_of[clean_key][-1]["deliveries_per_s"]
+        if paired and name in ("throughput", "isolation"):
+            result["pair"] = i
         results.append(result)
         print(f"[bench] {name}: {_brief(name, result)}", file=sys.stderr, flush=True)
         summary[key] = {"runs": results, "median": _median_tree(results)}
@@ -243,9 +246,10 @@ def _isolation_ratio(summary: dict[str, Any], clean_from: dict[str, Any] | None 
         if not iso or not clean_runs:
             continue
         median_clean = clean_runs["median"]["deliveries_per_s"]
+        pairs = {c["pair"]: c["deliveries_per_s"] for c in clean_runs["runs"] if "pair" in c}
         for r in iso["runs"]:
-            # The clean run just before it when the two were run in pairs.
-            clean = r.get("clean_deliveries_per_s") or median_clean
+            # The clean run of its pair when the two were run in pairs.
+            clean = pairs.get(r.get("pair", -1)) or median_clean
             r["ratio"] = r["deliveries_per_s"] / clean if clean else 0.0
         iso["median"] = _median_tree(iso["runs"])
 
