@@ -225,12 +225,13 @@ def _json_rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> lis
 # send (an inactive webhook's whole backlog, a paused one's) on every claim,
 # about 1 us a row; the LIMIT bounds what one look at the head reads, and the
 # caller skips what may not go.
-_DUE_HEAD = (
+_DUE_QUEUE = (
     "SELECT d.next_attempt_at AS due, d.rowid AS rid, d.id AS id, d.webhook_id AS webhook_id,"
     " (w.status = 'active' AND (w.paused_until IS NULL OR w.paused_until <= ?2)) AS sendable"
     " FROM deliveries d INDEXED BY deliveries_due JOIN webhooks w ON w.id = d.webhook_id"
-    " WHERE d.next_attempt_at <= ?1 ORDER BY d.next_attempt_at, d.rowid LIMIT ?3"
+    " WHERE d.next_attempt_at <= ?1 ORDER BY d.next_attempt_at, d.rowid"
 )
+_DUE_HEAD = _DUE_QUEUE + " LIMIT ?3"
 # The claim's candidate scan: that head as [[due, rowid, id, webhook_id,
 # sendable], ...].
 _CLAIM_SCAN_SQL = (
@@ -276,14 +277,16 @@ _WEBHOOK_DUE_SQL = (
     " ORDER BY next_attempt_at, rowid LIMIT ?2)) AS queue FROM json_each(?3) AS hook)"
 )
 # The due time of the first delivery due by ?1 whose webhook may send at ?2:
-# the first such of the queue's head; past a head of ?3 that may not, the
+# the first of the queue when it may (the usual answer, one row), else the
+# first such of the queue's head; past a head of ?3 that may not, the
 # earliest of each sendable webhook's own queue (a cost bounded by the number
 # of webhooks, not by an inactive or paused backlog).  next_due_at asks it each
 # time the loop goes idle (every ingest wakes it), so the head is short: a
 # parked webhook's new work fills it.
 _FIRST_SENDABLE_WINDOW = 32
 _FIRST_SENDABLE_SQL = (
-    "SELECT coalesce((SELECT min(due) FROM (" + _DUE_HEAD + ") WHERE sendable),"
+    "SELECT coalesce((SELECT due FROM (" + _DUE_QUEUE + " LIMIT 1) WHERE sendable),"
+    " (SELECT min(due) FROM (" + _DUE_HEAD + ") WHERE sendable),"
     " CASE WHEN " + _DUE_HEAD_FULL + " THEN"
     " (SELECT min((SELECT next_attempt_at FROM deliveries INDEXED BY deliveries_webhook_due"
     "  WHERE webhook_id = w.id AND next_attempt_at <= ?1"
