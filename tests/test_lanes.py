@@ -174,10 +174,7 @@ async def test_after_a_429_pause_one_request_probes_before_the_rest_go(
         return web.Response(status=200)
 
     await harness.webhook(receiver.on("/paced", endpoint))
-    ids = [
-        (await harness.store.ingest_event("ws_test", "t", {"n": n})).delivery_ids[0]
-        for n in range(8)
-    ]
+    ids = await _ingest(harness, 8)
     harness.scheduler.start()
     # Eight requests in flight at once, each answered 429.
     for delivery_id in ids:
@@ -185,21 +182,14 @@ async def test_after_a_429_pause_one_request_probes_before_the_rest_go(
     assert len(receiver.received("/paced")) == 8
 
     limited = False
-    harness.clock.advance(60)
-    harness.scheduler.wake()
-    await receiver.wait_for("/paced", 9)
-    # The probe is held open: nothing else goes to the endpoint meanwhile.
-    await quiet_period(harness, receiver, "/paced", 9)
+    await _one_probe_after_the_pause(harness, receiver, "/paced", 8)
     gate.set()
     for delivery_id in ids:
         await wait_status(harness, delivery_id, Status.DELIVERED)
     assert len(receiver.received("/paced")) == 16
     # Its 200 opened the endpoint's whole room again.
     gate.clear()
-    more = [
-        (await harness.store.ingest_event("ws_test", "t", {"n": n})).delivery_ids[0]
-        for n in range(4)
-    ]
+    more = await _ingest(harness, 4)
     harness.scheduler.wake()
     await eventually(lambda: _async(in_flight == 4))
     gate.set()
@@ -219,26 +209,34 @@ async def test_answers_to_requests_sent_before_a_pause_do_not_end_the_probe(
         return web.Response(status=200)
 
     await harness.webhook(receiver.on("/mixed", endpoint))
-    for n in range(4):
-        await harness.store.ingest_event("ws_test", "t", {"n": n})
+    await _ingest(harness, 4)
     harness.scheduler.start()
     await receiver.wait_for("/mixed", 4)
     await eventually(lambda: _count(harness, Status.RATE_LIMITED, 1))
     # The other three, sent before the 429 came back, are answered 200 now.
     sent_before.set()
     await eventually(lambda: _count(harness, Status.DELIVERED, 3))
-    later = [
-        (await harness.store.ingest_event("ws_test", "t", {"n": n})).delivery_ids[0]
-        for n in range(4)
-    ]
-    harness.clock.advance(60)
-    harness.scheduler.wake()
-    await receiver.wait_for("/mixed", 5)
-    await quiet_period(harness, receiver, "/mixed", 5)
+    later = await _ingest(harness, 4)
+    await _one_probe_after_the_pause(harness, receiver, "/mixed", 4)
     after_pause.set()
     for delivery_id in later:
         await wait_status(harness, delivery_id, Status.DELIVERED)
     assert len(receiver.received("/mixed")) == 9
+
+
+async def _ingest(h: Harness, count: int) -> list[str]:
+    return [
+        (await h.store.ingest_event("ws_test", "t", {"n": n})).delivery_ids[0] for n in range(count)
+    ]
+
+
+async def _one_probe_after_the_pause(h: Harness, receiver: Receiver, path: str, sent: int) -> None:
+    """The 60 s pause ends: one request goes, held open by the endpoint, and
+    nothing else follows it meanwhile."""
+    h.clock.advance(60)
+    h.scheduler.wake()
+    await receiver.wait_for(path, sent + 1)
+    await quiet_period(h, receiver, path, sent + 1)
 
 
 async def _count(h: Harness, status: Status, expected: int) -> bool:

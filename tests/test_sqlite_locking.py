@@ -35,19 +35,23 @@ T = TypeVar("T")
 async def _open(path: Path, busy_timeout_ms: int) -> SqliteStore:
     store = SqliteStore(path, ManualClock(), busy_timeout_ms=busy_timeout_ms)
     await store.open()
+    await _webhook(store, "hook", "*")
+    return store
+
+
+async def _webhook(store: SqliteStore, name: str, events: str) -> None:
     await store.create_webhook(
         NewWebhook(
             workspace_id=WS,
-            name="hook",
-            url="https://example.com/hook",
-            events=("*",),
+            name=name,
+            url=f"https://example.com/{name}",
+            events=(events,),
             secret="secret-lock-0123",
             retry_attempts=3,
             timeout_ms=1000,
             created_by="user_1",
         )
     )
-    return store
 
 
 def _holder(path: Path) -> sqlite3.Connection:
@@ -142,18 +146,7 @@ async def test_a_paused_backlog_at_the_head_needs_no_lock_to_wait_on(tmp_path: P
     try:
         await store.ingest_events(WS, [NewEvent("t", {}) for _ in range(400)])
         # A webhook that may send, with nothing due: its queue is looked at too.
-        await store.create_webhook(
-            NewWebhook(
-                workspace_id=WS,
-                name="idle",
-                url="https://example.com/idle",
-                events=("other",),
-                secret="secret-lock-0123",
-                retry_attempts=3,
-                timeout_ms=1000,
-                created_by="user_1",
-            )
-        )
+        await _webhook(store, "idle", "other")
         await store._call(
             lambda c: c.execute(
                 "UPDATE webhooks SET paused_until = ? WHERE name = 'hook'",
