@@ -214,6 +214,11 @@ def _json_rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> lis
     return json.loads(row[0]) if row and row[0] else []
 
 
+# Whether webhook w may send at ?2 (the one definition every statement below uses).
+_MAY_SEND = (
+    "(w.status = 'active' AND w.deleted_at IS NULL"
+    " AND (w.paused_until IS NULL OR w.paused_until <= ?2))"
+)
 # The head of the due queue: the first ?3 deliveries due by ?1, each with
 # whether its webhook may send at ?2 (active, not paused by a 429).  INDEXED BY
 # pins the plan to walking the due index in order: with statistics for
@@ -226,8 +231,9 @@ def _json_rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> lis
 # about 1 us a row; the LIMIT bounds what one look at the head reads, and the
 # caller skips what may not go.
 _DUE_QUEUE = (
-    "SELECT d.next_attempt_at AS due, d.rowid AS rid, d.id AS id, d.webhook_id AS webhook_id,"
-    " (w.status = 'active' AND (w.paused_until IS NULL OR w.paused_until <= ?2)) AS sendable"
+    "SELECT d.next_attempt_at AS due, d.rowid AS rid, d.id AS id, d.webhook_id AS webhook_id, "
+    + _MAY_SEND
+    + " AS sendable"
     " FROM deliveries d INDEXED BY deliveries_due JOIN webhooks w ON w.id = d.webhook_id"
     " WHERE d.next_attempt_at <= ?1 ORDER BY d.next_attempt_at, d.rowid"
 )
@@ -253,18 +259,18 @@ _DUE_PROBE_SQL = (
     + _DUE_HEAD
     + ") WHERE sendable) OR ("
     + _DUE_HEAD_FULL
-    + " AND EXISTS (SELECT 1 FROM webhooks w WHERE w.status = 'active'"
-    " AND w.deleted_at IS NULL AND (w.paused_until IS NULL OR w.paused_until <= ?2)"
-    " AND EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_webhook_due"
+    + " AND EXISTS (SELECT 1 FROM webhooks w WHERE "
+    + _MAY_SEND
+    + " AND EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_webhook_due"
     " WHERE webhook_id = w.id AND next_attempt_at <= ?1)))"
 )
 # When the head is crowded with webhooks that may not take more (at their
 # limit, paused, inactive): the webhooks that may send, less those without
 # room (a JSON array of their ids)...
 _CLAIMABLE_WEBHOOKS_SQL = (
-    "SELECT json_group_array(id) FROM webhooks WHERE status = 'active' AND deleted_at IS NULL"
-    " AND (paused_until IS NULL OR paused_until <= ?1)"
-    " AND id NOT IN (SELECT value FROM json_each(?2))"
+    "SELECT json_group_array(w.id) FROM webhooks w WHERE "
+    + _MAY_SEND
+    + " AND w.id NOT IN (SELECT value FROM json_each(?1))"
 )
 # ... and the oldest due deliveries of each of them (ids in a JSON array), read
 # by its own queue's index: [[[due, rowid, id, webhook_id, 1], ...], ...].
@@ -290,9 +296,7 @@ _FIRST_SENDABLE_SQL = (
     " CASE WHEN " + _DUE_HEAD_FULL + " THEN"
     " (SELECT min((SELECT next_attempt_at FROM deliveries INDEXED BY deliveries_webhook_due"
     "  WHERE webhook_id = w.id AND next_attempt_at <= ?1"
-    "  ORDER BY next_attempt_at LIMIT 1)) FROM webhooks w"
-    "  WHERE w.status = 'active' AND w.deleted_at IS NULL"
-    "  AND (w.paused_until IS NULL OR w.paused_until <= ?2)) END)"
+    "  ORDER BY next_attempt_at LIMIT 1)) FROM webhooks w WHERE " + _MAY_SEND + ") END)"
 )
 # A due time later than any real one.
 _FAR_FUTURE_MS = 2**62
@@ -1684,7 +1688,7 @@ class SqliteStore:
                 if delivery_id in taken:
                     from_head[webhook_id] = from_head.get(webhook_id, 0) + 1
             full = json.dumps([webhook_id for webhook_id, left in room.items() if left <= 0])
-            open_hooks: list[str] = _json_rows(conn, _CLAIMABLE_WEBHOOKS_SQL, (now, full))
+            open_hooks: list[str] = _json_rows(conn, _CLAIMABLE_WEBHOOKS_SQL, (full, now))
             if open_hooks:
                 # Each webhook's share of what is still wanted, twice over so
                 # that webhooks with little due work leave room to the others:
