@@ -202,20 +202,19 @@ def run(args: argparse.Namespace) -> int:
     # two medians taken minutes apart measured the drift as much as hookd.
     # Pairs alternate which goes first, so a drift within a pair cancels out.
     paired = "throughput" in order and "isolation" in order
-    schedule: list[tuple[str, int]] = []
+    schedule: list[tuple[str, int, int]] = []  # scenario, run, its runs
     for name in order:
         if name == "isolation" and paired:
             continue
         n = args.backlog_runs if name == "backlog" else runs
         for i in range(n):
             if name == "throughput" and paired:
-                pair = [("throughput", i), ("isolation", i)]
+                pair = [("throughput", i, n), ("isolation", i, n)]
                 schedule += pair if i % 2 == 0 else pair[::-1]
             else:
-                schedule.append((name, i))
+                schedule.append((name, i, n))
     results_of: dict[str, list[dict[str, Any]]] = {}
-    for name, i in schedule:
-        n = args.backlog_runs if name == "backlog" else runs
+    for name, i, n in schedule:
         key = name + ("_analyzed" if sizes.analyze and name in WHAT_IF else "")
         results = results_of.setdefault(key, [])
         print(f"[bench] {name} run {i + 1}/{n} ...", file=sys.stderr, flush=True)
