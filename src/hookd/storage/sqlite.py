@@ -355,8 +355,9 @@ _RECORD_TRANSITIONS_SQL = (
     "   json_extract(value, '$[10]') AS reason FROM json_each(?2)) AS r"
     " WHERE deliveries.id = r.id AND deliveries.lease_token = r.token"
 )
-# ... which of them still hold their lease (a JSON array of ids), read just
-# before that UPDATE in the same transaction (RETURNING steps once per row) ...
+# ... which of them still hold their lease (a JSON array of ids), read before
+# that UPDATE when its change count says some did not (RETURNING steps once
+# per row) ...
 _LEASED_SQL = (
     "SELECT json_group_array(d.id) FROM json_each(?) AS r CROSS JOIN deliveries d"
     " ON d.id = json_extract(r.value, '$[0]') AND d.lease_token = json_extract(r.value, '$[1]')"
@@ -1797,9 +1798,21 @@ class SqliteStore:
                     (later if records[i].delivery_id in ids else step).append(i)
                     ids.add(records[i].delivery_id)
                 batch = json.dumps([transitions[i] for i in step])
-                leased = set(_json_rows(conn, _LEASED_SQL, (batch,)))
-                conn.execute(_RECORD_TRANSITIONS_SQL, (now, batch))
-                applied.update(i for i in step if records[i].delivery_id in leased)
+                # Usually every lease still holds: each (id, token) pair names
+                # at most one row and the ids of a step are distinct, so a
+                # change count equal to the step's size says all applied.
+                # Only otherwise is the step undone and the leases read first
+                # to tell which did (the read cost ~3 us a record every time).
+                conn.execute("SAVEPOINT record_step")
+                changed = conn.execute(_RECORD_TRANSITIONS_SQL, (now, batch)).rowcount
+                if changed == len(step):
+                    applied.update(step)
+                else:
+                    conn.execute("ROLLBACK TO record_step")
+                    leased = set(_json_rows(conn, _LEASED_SQL, (batch,)))
+                    conn.execute(_RECORD_TRANSITIONS_SQL, (now, batch))
+                    applied.update(i for i in step if records[i].delivery_id in leased)
+                conn.execute("RELEASE record_step")
                 todo = later
             conn.execute(_INSERT_ATTEMPTS_SQL, (attempts_json,))
         results: list[RecordResult] = []
