@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -438,7 +437,7 @@ async def test_recorded_text_is_stored_exactly(contract_store: Store, body: str)
     ids = [(await s.ingest_event(WS, "t", {})).delivery_ids[0] for _ in range(2)]
     claims = await s.claim_due(2, LEASE_MS, {}, 16)
     records = [
-        replace(record_for(c, delivered()), response_body=body, error=body or None) for c in claims
+        record_for(c, delivered())._replace(response_body=body, error=body or None) for c in claims
     ]
     await s.settle_and_claim(records, 0, LEASE_MS, {}, 16)
     for delivery_id in ids:

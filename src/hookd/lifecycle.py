@@ -11,7 +11,7 @@ whose SQL also lives in storage.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hookd.config import DeliveryConfig
 from hookd.models import ClaimedDelivery, Status
@@ -21,9 +21,12 @@ ERROR_WEBHOOK_DELETED = "webhook deleted"
 ERROR_BLOCKED = "blocked"
 
 
-@dataclass(frozen=True, slots=True)
-class Counters:
-    """The parts of a delivery that a decision depends on."""
+class Counters(NamedTuple):
+    """The parts of a delivery that a decision depends on.
+
+    This and Transition are built for every attempt: tuples (see
+    models.ClaimedDelivery).
+    """
 
     budget_used: int
     retry_attempts: int
@@ -40,8 +43,7 @@ class Counters:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
+class Transition(NamedTuple):
     status: Status
     next_attempt_at: int | None  # None when terminal
     budget_used: int

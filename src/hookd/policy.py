@@ -42,32 +42,45 @@ class Classification:
 METRIC_CLASSES = ("2xx", "3xx", "4xx", "429", "5xx", "timeout", "connect_error", "blocked")
 
 
+# The answers classify gives, built once (it runs for every attempt).
+_BLOCKED = Classification(Outcome.BLOCKED, "blocked")
+_TIMEOUT = Classification(Outcome.FAILED, "timeout")
+_CONNECT_ERROR = Classification(Outcome.FAILED, "connect_error")
+_2XX = Classification(Outcome.DELIVERED, "2xx")
+_429 = Classification(Outcome.RATE_LIMITED, "429")
+_503_RETRY_AFTER = Classification(Outcome.RATE_LIMITED, "5xx")
+_410 = Classification(Outcome.GONE, "4xx")
+_3XX = Classification(Outcome.FAILED, "3xx")
+_4XX = Classification(Outcome.FAILED, "4xx")
+_5XX = Classification(Outcome.FAILED, "5xx")
+
+
 def classify(
     status_code: int | None, error: ErrorKind | None, has_retry_after: bool
 ) -> Classification:
     if status_code is None:
         if error is ErrorKind.BLOCKED:
-            return Classification(Outcome.BLOCKED, "blocked")
+            return _BLOCKED
         if error is ErrorKind.TIMEOUT:
-            return Classification(Outcome.FAILED, "timeout")
+            return _TIMEOUT
         # A malformed response is a broken connection as far as operators care.
-        return Classification(Outcome.FAILED, "connect_error")
+        return _CONNECT_ERROR
     if 200 <= status_code < 300:
-        return Classification(Outcome.DELIVERED, "2xx")
+        return _2XX
     if status_code == 429:
-        return Classification(Outcome.RATE_LIMITED, "429")
+        return _429
     if status_code == 503 and has_retry_after:
-        return Classification(Outcome.RATE_LIMITED, "5xx")
+        return _503_RETRY_AFTER
     if status_code == 410:
-        return Classification(Outcome.GONE, "4xx")
+        return _410
     if 300 <= status_code < 400:
-        return Classification(Outcome.FAILED, "3xx")
+        return _3XX
     if 400 <= status_code < 500:
-        return Classification(Outcome.FAILED, "4xx")
+        return _4XX
     if 500 <= status_code < 600:
-        return Classification(Outcome.FAILED, "5xx")
+        return _5XX
     # 1xx as a final status or a code outside 100-599: the receiver is broken.
-    return Classification(Outcome.FAILED, "connect_error")
+    return _CONNECT_ERROR
 
 
 def backoff_seconds(

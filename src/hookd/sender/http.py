@@ -45,7 +45,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiohttp.abc import AbstractResolver
 from yarl import URL
@@ -70,8 +70,8 @@ _CACHE_SIZE = 16_384
 PoolKey = tuple[str, str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class SendResult:
+class SendResult(NamedTuple):
+    # A tuple: one per attempt (see models.ClaimedDelivery).
     status_code: int | None
     error: ErrorKind | None
     error_text: str | None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from hookd.lifecycle import Transition
 from hookd.models import (
@@ -81,9 +81,9 @@ class Page:
     next_cursor: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """One finished attempt and the transition decided for it."""
+class AttemptRecord(NamedTuple):
+    """One finished attempt and the transition decided for it (a tuple: one per
+    attempt, see models.ClaimedDelivery)."""
 
     delivery_id: str
     lease_token: str
@@ -98,8 +98,7 @@ class AttemptRecord:
     transition: Transition
 
 
-@dataclass(frozen=True, slots=True)
-class RecordResult:
+class RecordResult(NamedTuple):
     delivery_id: str
     # False when the lease no longer matched: another worker owns the delivery
     # now, or an operator action (webhook deletion) ended it meanwhile.

@@ -427,6 +427,10 @@ def _delivery(row: sqlite3.Row | tuple[Any, ...]) -> Delivery:
     )
 
 
+# Status by its stored value, without the enum's call machinery (every claim).
+_STATUS: dict[str, Status] = {status.value: status for status in Status}
+
+
 def _claimed(row: Sequence[Any], now_ms: int) -> ClaimedDelivery:
     signing = [row[7]]
     if row[8] is not None and row[9] is not None and row[9] > now_ms:
@@ -443,7 +447,7 @@ def _claimed(row: Sequence[Any], now_ms: int) -> ClaimedDelivery:
         secrets=tuple(signing),
         timeout_ms=row[10],
         retry_attempts=row[11],
-        status=Status(row[12]),
+        status=_STATUS[row[12]],
         attempt_count=row[13],
         budget_used=row[14],
         rate_limited_count=row[15],
