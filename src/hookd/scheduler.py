@@ -292,7 +292,7 @@ class Scheduler:
             # started.  (It used to wait a sleep(0) first "to let the new tasks
             # start"; under uvloop that sleep returned only once the whole
             # batch had been answered, 10-20 ms, so the database and the
-            # exchanges took turns instead of overlapping; see bench/.)
+            # exchanges took turns instead of overlapping: README, Benchmark.)
             return
         if want <= 0 or self._finished_attempts:
             return
