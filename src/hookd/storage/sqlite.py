@@ -39,7 +39,7 @@ from typing import Any, Generic, TypeVar
 import aiosqlite
 
 from hookd.clock import Clock, SystemClock
-from hookd.ids import new_id
+from hookd.ids import iso_ms, new_id
 from hookd.lifecycle import ERROR_WEBHOOK_DELETED
 from hookd.models import (
     SCHEDULABLE,
@@ -1392,8 +1392,6 @@ class SqliteStore:
         None: the group must take the transactional path instead, which
         isolates a failing item (or its JSON would hold NUL or be too large).
         """
-        from hookd.ids import iso_ms
-
         now = self.clock.now_ms()
         now_iso = iso_ms(now)
         timeout = self._busy_timeout_ms / 1000
@@ -1478,8 +1476,6 @@ class SqliteStore:
     def _ingest_batch(
         self, conn: sqlite3.Connection, items: list[_IngestItem]
     ) -> list[list[IngestResult] | Exception]:
-        from hookd.ids import iso_ms
-
         now = self.clock.now_ms()
         now_iso = iso_ms(now)
         hooks: dict[str, list[tuple[str, tuple[str, ...], int | None]]] = {}
@@ -1990,8 +1986,6 @@ class SqliteStore:
         It is leased from birth with a lease that never lapses into the
         scheduler's hands before the caller records it.
         """
-        from hookd.ids import iso_ms
-
         now = self.clock.now_ms()
         token = secrets.token_hex(12)
         event_id = new_id(now)
