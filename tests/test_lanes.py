@@ -506,3 +506,59 @@ async def test_dead_endpoint_does_not_slow_a_healthy_one(
         assert await delivery_status(h, d) is Status.PENDING
     release.set()
     assert dead.id
+
+
+async def test_a_batch_that_takes_every_slot_goes_out_and_no_more_than_the_slots(
+    harness_factory,
+    receiver: Receiver,  # type: ignore[no-untyped-def]
+) -> None:
+    # batch_size == concurrency: each full claim takes every slot, so the loop
+    # holds the batch (slots taken, requests not yet started) into an
+    # iteration that has nothing to claim; the batch must still go out there.
+    h: Harness = await harness_factory(concurrency=4, batch_size=4, per_webhook_concurrency=4)
+    open_now = 0
+    most_open = 0
+
+    async def slow_ok(request: web.Request, n: int) -> web.StreamResponse:
+        nonlocal open_now, most_open
+        open_now += 1
+        most_open = max(most_open, open_now)
+        await asyncio.sleep(0.01)
+        open_now -= 1
+        return web.Response(status=200)
+
+    await h.webhook(receiver.on("/slots", slow_ok))
+    ids = []
+    for i in range(40):
+        ids += (await h.store.ingest_event("ws_test", "order.created", {"i": i})).delivery_ids
+    h.scheduler.start()
+    await receiver.wait_for("/slots", 40, timeout=20)
+
+    async def all_delivered() -> bool:
+        return all([await delivery_status(h, d) is Status.DELIVERED for d in ids])
+
+    await eventually(all_delivered, timeout=20)
+    assert len(receiver.received("/slots")) == 40  # each once
+    assert most_open == 4  # the slots were all used, and never exceeded
+
+
+async def test_stop_sends_or_releases_a_batch_held_for_the_next_round_trip(
+    harness_factory,
+    receiver: Receiver,  # type: ignore[no-untyped-def]
+) -> None:
+    h: Harness = await harness_factory(concurrency=8, batch_size=4, per_webhook_concurrency=8)
+    await h.webhook(receiver.status("/held", 200))
+    ids = []
+    for i in range(4):
+        ids += (await h.store.ingest_event("ws_test", "order.created", {"i": i})).delivery_ids
+    # One iteration by hand: a full batch is claimed and held for the next.
+    await h.scheduler._iterate()
+    assert h.scheduler.in_flight == 4
+    assert receiver.received("/held") == []
+    # The loop is stopped before it ever runs that next iteration.
+    h.scheduler.start()
+    await h.scheduler.stop(drain_timeout=10)
+    # Stop sent the held batch and wrote its records: nothing left leased.
+    assert len(receiver.received("/held")) == 4
+    for d in ids:
+        assert await delivery_status(h, d) is Status.DELIVERED
