@@ -307,7 +307,7 @@ class Scheduler:
             # connection, write the request) would run before that task, in
             # the order they were scheduled, leaving the database thread idle
             # for those 10-15 ms of every batch (measured: round trips seen by
-            # the loop 32 ms against 26, 6,000-6,400 deliveries/s against
+            # the loop 32 ms against 26, 5,900-6,400 deliveries/s against
             # 6,900-7,900).  (It once waited a sleep(0) instead, which under
             # uvloop returned only when the whole batch had been answered:
             # README, Benchmark.)
