@@ -153,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
         sizes = replace(sizes, deliveries=args.deliveries)
     if args.backlog:
         sizes = replace(sizes, backlog=args.backlog)
+    if args.ingest_clients:
+        sizes = replace(sizes, ingest_concurrency=args.ingest_clients)
     if args.analyze:
         sizes = replace(sizes, analyze=True)
     runs = args.runs or (1 if args.quick else 3)
@@ -302,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-s", "--scenario", action="append", choices=list(SCENARIOS), help="repeatable")
     r.add_argument("--deliveries", type=int, help="throughput/isolation queue size")
     r.add_argument("--backlog", type=int, help="backlog size")
+    r.add_argument(
+        "--ingest-clients", type=int, help="concurrent clients of the ingest scenario (default 64)"
+    )
     r.add_argument("--out", help="JSON output (default bench/results/latest.json)")
     r.add_argument("--keep", action="store_true", help="keep each run's directory")
     r.add_argument(

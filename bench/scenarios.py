@@ -338,7 +338,8 @@ def ingest_run(
     deliver: bool = True,
     parked: bool = False,
 ) -> dict[str, Any]:
-    """64 closed-loop clients on ``POST /v1/events`` (or ``/v1/events/batch``, ``batch`` each).
+    """``sizes.ingest_concurrency`` closed-loop clients (64 unless ``--ingest-clients``) on
+    ``POST /v1/events`` (or ``/v1/events/batch``, ``batch`` each).
 
     ``deliver=False`` subscribes the one webhook to a type the clients never
     send: ingest alone, for telling its cost from delivery's.  ``parked=True``
