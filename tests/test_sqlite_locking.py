@@ -27,6 +27,7 @@ from hookd.models import NewWebhook
 from hookd.storage import StoreError
 from hookd.storage.base import NewEvent
 from hookd.storage.sqlite import SqliteStore
+from tests.test_store_contract import delivered, record_for
 
 WS = "ws_lock"
 T = TypeVar("T")
@@ -215,3 +216,117 @@ async def test_an_sqlite_without_update_from_is_refused_at_open(
     store = SqliteStore(tmp_path / "old.db", ManualClock())
     with pytest.raises(StoreError, match=r"3\.33\.0 or newer is required.*3\.31\.1"):
         await store.open()
+
+
+def _lock_is_free(path: Path) -> bool:
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        other.close()
+
+
+async def test_a_round_trip_holds_the_write_lock_for_one_statement_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Choosing what to claim and reading back what was leased (bodies included)
+    keep no other connection waiting: only the one statement that writes the
+    records and the leases takes the lock."""
+    path = tmp_path / "lock.db"
+    store = await _open(path, busy_timeout_ms=10_000)
+    choose, read_back = SqliteStore._choose_due, SqliteStore._leased_claims
+    free: list[tuple[str, bool]] = []
+
+    def choosing(*args: Any) -> Any:
+        free.append(("choose", _lock_is_free(path)))
+        return choose(*args)
+
+    def reading(*args: Any) -> Any:
+        free.append(("read back", _lock_is_free(path)))
+        return read_back(*args)
+
+    monkeypatch.setattr(SqliteStore, "_choose_due", staticmethod(choosing))
+    monkeypatch.setattr(SqliteStore, "_leased_claims", staticmethod(reading))
+    try:
+        for i in range(3):
+            await store.ingest_event(WS, "t", {"i": i})
+        _, claims = await store.settle_and_claim([], 16, 30_000, {}, 8)
+        assert [json.loads(c.body)["data"] for c in claims] == [{"i": 0}, {"i": 1}, {"i": 2}]
+        records = [record_for(c, delivered()) for c in claims]
+        results, _ = await store.settle_and_claim(records, 16, 30_000, {}, 8)
+        assert all(r.applied for r in results)
+        assert free == [("choose", True), ("read back", True), ("choose", True)]
+    finally:
+        await store.close()
+
+
+async def test_a_delivery_taken_between_choice_and_lease_is_not_claimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process leases a delivery after this one chose it without the
+    lock: the lease goes only where the delivery is still due."""
+    path = tmp_path / "lock.db"
+    store = await _open(path, busy_timeout_ms=10_000)
+    choose = SqliteStore._choose_due
+
+    def raced(*args: Any) -> Any:
+        chosen = choose(*args)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute(
+            "UPDATE deliveries SET lease_token = 'theirs', next_attempt_at = next_attempt_at"
+            " + 60000 WHERE id = ?",
+            (chosen[0],),
+        )
+        other.close()
+        return chosen
+
+    monkeypatch.setattr(SqliteStore, "_choose_due", staticmethod(raced))
+    try:
+        ids = [(await store.ingest_event(WS, "t", {"i": i})).delivery_ids[0] for i in range(3)]
+        _, claims = await store.settle_and_claim([], 16, 30_000, {}, 8)
+        assert [c.delivery_id for c in claims] == ids[1:]
+        with sqlite3.connect(path) as conn:
+            (token,) = conn.execute(
+                "SELECT lease_token FROM deliveries WHERE id = ?", (ids[0],)
+            ).fetchone()
+        assert token == "theirs"
+    finally:
+        await store.close()
+
+
+async def test_a_claim_that_cannot_be_read_back_is_left_to_its_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Committed leases whose rows could not be read (an I/O error after the
+    write) are not sent now and not lost: they are claimed again once the lease
+    has expired, and the records of the same round trip are written."""
+    clock = ManualClock()
+    store = SqliteStore(tmp_path / "unread.db", clock)
+    await store.open()
+    try:
+        await _webhook(store, "hook", "*")
+        await store.ingest_event(WS, "t", {"n": 1})
+        (first,) = await store.claim_due(1, 30_000, {}, 8)
+        await store.ingest_event(WS, "t", {"n": 2})
+
+        def failing(*_args: object) -> Any:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(SqliteStore, "_leased_claims", staticmethod(failing))
+        results, claims = await store.settle_and_claim(
+            [record_for(first, delivered())], 16, 30_000, {}, 8
+        )
+        assert [(r.delivery_id, r.applied) for r in results] == [(first.delivery_id, True)]
+        assert claims == []
+        monkeypatch.undo()
+        assert await store.claim_due(16, 30_000, {}, 8) == []  # leased, not lost
+        clock.advance(30)
+        (again,) = await store.claim_due(16, 30_000, {}, 8)
+        assert json.loads(again.body)["data"] == {"n": 2}
+        assert len(await store.list_attempts(first.delivery_id)) == 1
+    finally:
+        await store.close()

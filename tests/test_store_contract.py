@@ -428,6 +428,34 @@ async def test_one_settle_writes_each_record_as_if_alone(
     assert sum([len(await s.list_attempts(i)) for i in ids]) == len(records)
 
 
+async def test_a_fenced_record_among_current_ones_is_the_only_one_refused(
+    contract_store: Store, clock: ManualClock
+) -> None:
+    """Distinct deliveries in one round trip, one of them re-claimed since: the
+    others are applied and the new batch claimed; every attempt is on record once."""
+    s = contract_store
+    await make_webhook(s)
+    ids = [(await s.ingest_event(WS, "t", {"i": i})).delivery_ids[0] for i in range(3)]
+    first = await s.claim_due(3, LEASE_MS, {}, 16)
+    clock.advance(LEASE_MS / 1000 + 1)
+    (again,) = await s.claim_due(1, LEASE_MS, {}, 16)  # the oldest, under a new lease
+    assert again.delivery_id == ids[0]
+    later = (await s.ingest_event(WS, "t", {"i": 3})).delivery_ids[0]
+    results, claims = await s.settle_and_claim(
+        [record_for(c, delivered()) for c in first], 10, LEASE_MS, {}, 16
+    )
+    assert [(r.delivery_id, r.applied) for r in results] == [
+        (ids[0], False),
+        (ids[1], True),
+        (ids[2], True),
+    ]
+    assert [c.delivery_id for c in claims] == [later]
+    for delivery_id, status in ((ids[0], Status.PENDING), (ids[1], Status.DELIVERED)):
+        d = await s.get_delivery(WS, delivery_id)
+        assert d is not None and d.status is status
+    assert [len(await s.list_attempts(i)) for i in ids] == [1, 1, 1]
+
+
 @pytest.mark.parametrize(
     "body", ["plain", 'ünïcødé € \U0001f600 "quoted" \\ \n', "nul \x00 inside", ""]
 )

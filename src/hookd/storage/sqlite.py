@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import aiosqlite
+import structlog
 
 from hookd.clock import Clock, SystemClock
 from hookd.ids import iso_ms, new_id
@@ -72,6 +73,10 @@ from hookd.storage.base import (
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
+# What the scheduler's round trip returns: the records' results, the claims.
+_Round = tuple[list[RecordResult], list[ClaimedDelivery]]
+
+log = structlog.get_logger("hookd.storage")
 
 _SCHEDULABLE_SQL = "('pending','failed','rate_limited')"
 
@@ -250,20 +255,6 @@ _DUE_HEAD_FULL = (
     "(SELECT count(*) FROM (SELECT 1 FROM deliveries INDEXED BY deliveries_due"
     " WHERE next_attempt_at <= ?1 LIMIT ?3)) >= ?3"
 )
-# Whether a claim could find anything (read before a claim without records
-# takes the write lock): a delivery that may go in the head, or, past a head
-# full of ones that may not (a paused webhook's backlog), a due delivery in the
-# own queue of a webhook that may send.
-_DUE_PROBE_SQL = (
-    "SELECT EXISTS (SELECT 1 FROM ("
-    + _DUE_HEAD
-    + ") WHERE sendable) OR ("
-    + _DUE_HEAD_FULL
-    + " AND EXISTS (SELECT 1 FROM webhooks w WHERE "
-    + _MAY_SEND
-    + " AND EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_webhook_due"
-    " WHERE webhook_id = w.id AND next_attempt_at <= ?1)))"
-)
 # When the head is crowded with webhooks that may not take more (at their
 # limit, paused, inactive): the webhooks that may send, less those without
 # room (a JSON array of their ids)...
@@ -341,20 +332,21 @@ _INSERT_ATTEMPT_SQL = (
 # The same for many at once, from a JSON array of [id, lease token, status,
 # next attempt, budget used, 429 count, 429 since, status code, error,
 # response body, status reason] ...
-_RECORD_TRANSITIONS_SQL = (
+_RECORD_TRANSITIONS = (
     "UPDATE deliveries SET status = r.status, next_attempt_at = r.next_at,"
     " lease_token = NULL, attempt_count = attempt_count + 1, budget_used = r.budget,"
     " rate_limited_count = r.rl_count, rate_limited_since = r.rl_since,"
     " last_status_code = r.code, last_error = r.error, last_response_body = r.body,"
-    " status_reason = r.reason, updated_at = ?1"
+    " status_reason = r.reason, updated_at = {now}"
     " FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS token,"
     "   json_extract(value, '$[2]') AS status, json_extract(value, '$[3]') AS next_at,"
     "   json_extract(value, '$[4]') AS budget, json_extract(value, '$[5]') AS rl_count,"
     "   json_extract(value, '$[6]') AS rl_since, json_extract(value, '$[7]') AS code,"
     "   json_extract(value, '$[8]') AS error, json_extract(value, '$[9]') AS body,"
-    "   json_extract(value, '$[10]') AS reason FROM json_each(?2)) AS r"
+    "   json_extract(value, '$[10]') AS reason FROM json_each({records})) AS r"
     " WHERE deliveries.id = r.id AND deliveries.lease_token = r.token"
 )
+_RECORD_TRANSITIONS_SQL = _RECORD_TRANSITIONS.format(now="?1", records="?2")
 # ... which of them still hold their lease (a JSON array of ids), read before
 # that UPDATE when its change count says some did not (RETURNING steps once
 # per row) ...
@@ -364,13 +356,48 @@ _LEASED_SQL = (
 )
 # ... and their attempt rows, from [id, delivery id, number, started at,
 # duration, status code, error, response body, outcome].
-_INSERT_ATTEMPTS_SQL = (
+_INSERT_ATTEMPTS = (
     "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms,"
     " status_code, error, response_body, outcome)"
     " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
     " json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'),"
     " json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'),"
-    " json_extract(value, '$[8]') FROM json_each(?)"
+    " json_extract(value, '$[8]') FROM json_each({attempts})"
+)
+_INSERT_ATTEMPTS_SQL = _INSERT_ATTEMPTS.format(attempts="?")
+# A claim's leases: only deliveries still due (another process may have taken
+# one since it was chosen).
+_LEASE = (
+    "UPDATE deliveries SET lease_token = {token}, next_attempt_at = {until}"
+    " WHERE id IN (SELECT value FROM json_each({ids})) AND next_attempt_at <= {now}"
+)
+_LEASE_SQL = _LEASE.format(token="?1", until="?2", ids="?3", now="?4")
+# The scheduler's round trip as ONE statement, for the reason given at
+# _INGEST_GROUP_SQL (a transaction of many statements holds the write lock
+# while its thread waits for the GIL between them: the ingest connection then
+# waits too): the previous batch's transitions, aborted whole if a lease moved
+# on (the caller then takes the transactional path, which tells each record
+# apart), their attempt rows, and the leases of the deliveries chosen just
+# before by reading the queue without the lock.  What was leased is read back
+# afterwards, also without it.  A TEMP view and trigger on the store's own
+# connection.
+_LEASE_MOVED = "hookd: a lease moved on"
+_SETTLE_ROUND_DDL = (
+    "CREATE TEMP VIEW IF NOT EXISTS settle_round AS SELECT NULL AS records,"
+    " NULL AS attempts, NULL AS leases, NULL AS token, NULL AS lease_until, NULL AS now",
+    "CREATE TEMP TRIGGER IF NOT EXISTS settle_round_insert INSTEAD OF INSERT ON settle_round"
+    " BEGIN "
+    + _RECORD_TRANSITIONS.format(now="NEW.now", records="NEW.records")
+    + f"; SELECT RAISE(ABORT, '{_LEASE_MOVED}')"
+    " WHERE changes() <> json_array_length(NEW.records); "
+    + _INSERT_ATTEMPTS.format(attempts="NEW.attempts")
+    + "; "
+    + _LEASE.format(token="NEW.token", until="NEW.lease_until", ids="NEW.leases", now="NEW.now")
+    + "; END",
+)
+_SETTLE_ROUND_SQL = (
+    "INSERT INTO settle_round (records, attempts, leases, token, lease_until, now)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
 )
 # SQLite's JSON functions end a string at an escaped NUL, so a batch whose JSON
 # holds one (as text a hostile receiver sent) is bound row by row instead.
@@ -872,9 +899,88 @@ def _classify_sqlite_error(exc: sqlite3.Error) -> StoreError:
     return StoreError(f"database error: {exc}")
 
 
-def _create_ingest_group(conn: sqlite3.Connection) -> None:
-    for statement in _INGEST_GROUP_DDL:
-        conn.execute(statement)
+def _create_temp_objects(
+    statements: Sequence[str],
+) -> Callable[[sqlite3.Connection], None]:
+    def create(conn: sqlite3.Connection) -> None:
+        for statement in statements:
+            conn.execute(statement)
+
+    return create
+
+
+def _record_values(records: Sequence[AttemptRecord]) -> tuple[list[Any], list[Any]]:
+    """The rows of _RECORD_TRANSITIONS and _INSERT_ATTEMPTS for ``records``."""
+    transitions = [
+        (
+            r.delivery_id,
+            r.lease_token,
+            r.transition.status.value,
+            r.transition.next_attempt_at,
+            r.transition.budget_used,
+            r.transition.rate_limited_count,
+            r.transition.rate_limited_since,
+            r.status_code,
+            r.error,
+            r.response_body,
+            r.transition.dead_letter_reason,
+        )
+        for r in records
+    ]
+    # The request went out whether or not we still own the delivery, so the
+    # attempt is always on record.
+    attempts = [
+        (
+            new_id(r.started_at),
+            r.delivery_id,
+            r.number,
+            r.started_at,
+            r.duration_ms,
+            r.status_code,
+            r.error,
+            r.response_body,
+            r.outcome,
+        )
+        for r in records
+    ]
+    return transitions, attempts
+
+
+def _one_statement_records(records: Sequence[AttemptRecord]) -> tuple[str, str] | None:
+    """Records as _SETTLE_ROUND_SQL takes them (transitions, attempts), or None.
+
+    None when they need the transaction: a webhook to pause or deactivate
+    (before the claim looks at it), a delivery listed twice, or a NUL that
+    SQLite's JSON functions would cut a string at.
+    """
+    seen: set[str] = set()
+    for r in records:
+        t = r.transition
+        if (
+            t.pause_webhook_until is not None
+            or t.deactivate_webhook_reason is not None
+            or r.delivery_id in seen
+        ):
+            return None
+        seen.add(r.delivery_id)
+    transitions, attempts = _record_values(records)
+    written = json.dumps(transitions), json.dumps(attempts)
+    if any(_JSON_NUL in text for text in written):
+        return None
+    return written
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """``fn(conn)`` in a write transaction: committed if it returns, rolled back if not."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
 
 
 def _wait_out_busy(
@@ -949,6 +1055,7 @@ class SqliteStore:
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._call(self._configure)
             await self._tx(self._migrate)
+            await self._call(_create_temp_objects(_SETTLE_ROUND_DDL))
         except (sqlite3.Error, StoreError) as exc:
             # Close the half-open connection: its worker thread would otherwise
             # keep the process alive after the error is reported.
@@ -1061,20 +1168,18 @@ class SqliteStore:
                 early = unless(conn)
                 if early is not None:
                     return early
-            if self._current_sync.get(key, self._synchronous) != sync:
-                conn.execute(f"PRAGMA synchronous = {sync}")
-                self._current_sync[key] = sync
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return result
+            self._use_sync(conn, key, sync)
+            return _in_transaction(conn, fn)
 
         return await self._call(run, db=db)
+
+    def _use_sync(
+        self, conn: sqlite3.Connection, key: aiosqlite.Connection | None, sync: str
+    ) -> None:
+        """Set the connection's PRAGMA synchronous for the commits that follow."""
+        if self._current_sync.get(key, self._synchronous) != sync:
+            conn.execute(f"PRAGMA synchronous = {sync}")
+            self._current_sync[key] = sync
 
     async def ping(self) -> None:
         await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
@@ -1339,7 +1444,7 @@ class SqliteStore:
         try:
             if db is not self._db:
                 await self._call(self._configure, db=db)
-            await self._call(_create_ingest_group, db=db)
+            await self._call(_create_temp_objects(_INGEST_GROUP_DDL), db=db)
         except BaseException:
             if db is not self._db:
                 with contextlib.suppress(sqlite3.Error):
@@ -1608,50 +1713,81 @@ class SqliteStore:
         lease_ms: int,
         per_webhook_room: Mapping[str, int],
         default_room: int,
-    ) -> tuple[list[RecordResult], list[ClaimedDelivery]]:
+    ) -> _Round:
         """Record finished attempts, then claim more, in one transaction.
 
         The scheduler's round trip: what the previous batch did is committed
         together with the next batch's leases.  Records go first, so a 429's
         pause or a 410's deactivation is in place before the claim looks at
-        the webhook.
+        the webhook.  Usually that transaction is one statement
+        (_SETTLE_ROUND_SQL): the deliveries to lease are chosen before it,
+        by reading the queue, and what was leased is read back after it,
+        neither holding the write lock; records that pause or deactivate a
+        webhook, or one whose lease moved on, take a transaction of several.
         """
         if limit <= 0 and not records:
             return [], []
         now = self.clock.now_ms()
         token = secrets.token_hex(12)
+        timeout = self._busy_timeout_ms / 1000
+        unread: list[str] = []  # why what was leased could not be read back
 
-        def work(conn: sqlite3.Connection) -> tuple[list[RecordResult], list[ClaimedDelivery]]:
+        def transaction(conn: sqlite3.Connection) -> _Round:
             results = self._record_rows(conn, records, now) if records else []
             if limit <= 0:
                 return results, []
-            claims = self._claim_rows(
-                conn, now, token, limit, lease_ms, per_webhook_room, default_room
+            chosen = self._choose_due(conn, now, limit, per_webhook_room, default_room)
+            if chosen:
+                conn.execute(_LEASE_SQL, (token, now + lease_ms, json.dumps(chosen), now))
+            return results, self._leased_claims(conn, chosen, token, now)
+
+        def round_trip(conn: sqlite3.Connection) -> _Round:
+            self._use_sync(conn, self._db, "NORMAL")
+            written = _one_statement_records(records)
+            if written is None:  # a 429's pause, a 410, the same delivery twice, a NUL
+                return _wait_out_busy(conn, lambda c: _in_transaction(c, transaction), timeout)
+            # Chosen without the lock (a wake-up with nothing to claim takes
+            # none); the lease is taken only where still due.
+            chosen = (
+                self._choose_due(conn, now, limit, per_webhook_room, default_room)
+                if limit > 0
+                else []
             )
-            return results, claims
-
-        def nothing_due(
-            conn: sqlite3.Connection,
-        ) -> tuple[list[RecordResult], list[ClaimedDelivery]] | None:
-            # A wake-up (an ingest for a paused webhook, say) with nothing to
-            # claim reads one index entry instead of taking the write lock.
-            probe = conn.execute(_DUE_PROBE_SQL, (now, now, _claim_window(limit))).fetchone()
-            if not probe[0]:
+            if not chosen and not records:
                 return [], []
-            return None
+            args = (*written, json.dumps(chosen), token, now + lease_ms, now)
+            try:
+                _wait_out_busy(conn, lambda c: c.execute(_SETTLE_ROUND_SQL, args), timeout)
+            except sqlite3.IntegrityError as exc:
+                if str(exc) != _LEASE_MOVED:
+                    raise
+                # Nothing was written: the transaction tells which leases held.
+                return _wait_out_busy(conn, lambda c: _in_transaction(c, transaction), timeout)
+            results = [RecordResult(r.delivery_id, True, r.transition.status) for r in records]
+            if not chosen:
+                return results, []
+            try:
+                return results, self._leased_claims(conn, chosen, token, now)
+            except sqlite3.Error as exc:
+                # Committed, so not to be run again: the leases expire and the
+                # deliveries are claimed again then (at least once).
+                unread.append(str(exc))
+                return results, []
 
-        return await self._tx(work, durable=False, unless=None if records else nothing_due)
+        done = await self._call(round_trip, wait_busy=False)
+        if unread:
+            log.error("store.claim_unread", error=unread[0])
+        return done
 
     @staticmethod
-    def _claim_rows(
+    def _choose_due(
         conn: sqlite3.Connection,
         now: int,
-        token: str,
         limit: int,
-        lease_ms: int,
         per_webhook_room: Mapping[str, int],
         default_room: int,
-    ) -> list[ClaimedDelivery]:
+    ) -> list[str]:
+        """Up to ``limit`` due deliveries whose webhooks may take them, in the order due."""
         room = dict(per_webhook_room)
         chosen: list[str] = []
 
@@ -1709,15 +1845,16 @@ class SqliteStore:
                         found.extend(row for row in queue if row[2] not in taken)
                 found.sort()
                 take(found)
+        return chosen
+
+    @staticmethod
+    def _leased_claims(
+        conn: sqlite3.Connection, chosen: list[str], token: str, now: int
+    ) -> list[ClaimedDelivery]:
+        """What an attempt needs of the deliveries ``chosen`` that ``token`` leased."""
         if not chosen:
             return []
-        ids = json.dumps(chosen)
-        conn.execute(
-            "UPDATE deliveries SET lease_token = ?, next_attempt_at = ?"
-            " WHERE id IN (SELECT value FROM json_each(?)) AND next_attempt_at <= ?",
-            (token, now + lease_ms, ids, now),
-        )
-        rows = _json_rows(conn, _CLAIMED_SQL, (ids, token))
+        rows = _json_rows(conn, _CLAIMED_SQL, (json.dumps(chosen), token))
         for row in rows:
             if row[5] is None:
                 (row[5],) = conn.execute(
@@ -1743,38 +1880,7 @@ class SqliteStore:
     def _record_rows(
         conn: sqlite3.Connection, records: Sequence[AttemptRecord], now: int
     ) -> list[RecordResult]:
-        transitions = [
-            (
-                r.delivery_id,
-                r.lease_token,
-                r.transition.status.value,
-                r.transition.next_attempt_at,
-                r.transition.budget_used,
-                r.transition.rate_limited_count,
-                r.transition.rate_limited_since,
-                r.status_code,
-                r.error,
-                r.response_body,
-                r.transition.dead_letter_reason,
-            )
-            for r in records
-        ]
-        # The request went out whether or not we still own the delivery, so
-        # the attempt is always on record.
-        attempts = [
-            (
-                new_id(r.started_at),
-                r.delivery_id,
-                r.number,
-                r.started_at,
-                r.duration_ms,
-                r.status_code,
-                r.error,
-                r.response_body,
-                r.outcome,
-            )
-            for r in records
-        ]
+        transitions, attempts = _record_values(records)
         applied: set[int] = set()  # indexes into records
         attempts_json = json.dumps(attempts)
         if _JSON_NUL in attempts_json or any(
