@@ -428,6 +428,44 @@ async def test_one_settle_writes_each_record_as_if_alone(
     assert sum([len(await s.list_attempts(i)) for i in ids]) == len(records)
 
 
+async def test_pauses_and_deactivations_of_a_round_trip_precede_its_claim(
+    contract_store: Store, clock: ManualClock
+) -> None:
+    """Two 429s (the longer pause wins) and a 410 recorded in the round trip
+    that claims next: neither webhook's waiting work is claimed by it."""
+    s = contract_store
+    limited = await make_webhook(s, events=("limited",))
+    gone = await make_webhook(s, events=("gone",))
+    healthy = await make_webhook(s, events=("healthy",))
+    for event_type in ("limited", "limited", "gone", "gone"):
+        await s.ingest_event(WS, event_type, {})
+    claims = await s.claim_due(4, LEASE_MS, {}, 16)
+    by_hook = {h: [c for c in claims if c.webhook_id == h] for h in (limited.id, gone.id)}
+    for event_type in ("limited", "gone", "healthy"):
+        await s.ingest_event(WS, event_type, {})
+    now = clock.now_ms()
+    longer, shorter = (
+        decide(Counters(0, 3, 0, None), Outcome.RATE_LIMITED, wait, now, _cfg(), _rng())
+        for wait in (60.0, 5.0)
+    )
+    answered_gone = decide(Counters(0, 3, 0, None), Outcome.GONE, None, now, _cfg(), _rng())
+    records = [
+        record_for(by_hook[limited.id][0], longer, 429),
+        record_for(by_hook[limited.id][1], shorter, 429),
+        record_for(by_hook[gone.id][0], answered_gone, 410),
+        record_for(by_hook[gone.id][1], delivered()),
+    ]
+    results, claimed = await s.settle_and_claim(records, 10, LEASE_MS, {}, 16)
+    assert [r.applied for r in results] == [True] * 4
+    assert [c.webhook_id for c in claimed] == [healthy.id]
+    paused = await s.get_webhook(WS, limited.id)
+    assert paused is not None and paused.paused_until == now + 60_000
+    inactive = await s.get_webhook(WS, gone.id)
+    assert inactive is not None and inactive.status is WebhookStatus.INACTIVE
+    assert inactive.disabled_reason == "endpoint answered 410 Gone"
+    assert await s.claim_due(10, LEASE_MS, {}, 16) == []
+
+
 async def test_a_fenced_record_among_current_ones_is_the_only_one_refused(
     contract_store: Store, clock: ManualClock
 ) -> None:

@@ -34,7 +34,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import aiosqlite
 import structlog
@@ -372,19 +372,38 @@ _LEASE = (
     " WHERE id IN (SELECT value FROM json_each({ids})) AND next_attempt_at <= {now}"
 )
 _LEASE_SQL = _LEASE.format(token="?1", until="?2", ids="?3", now="?4")
+# A 429's pause of its webhook: never shortens one already in place.  (The
+# webhook's waiting deliveries keep their due times: the claim skips them
+# while it is paused, see _DUE_HEAD, and ingest schedules new ones no earlier
+# than the pause's end; moving them behind the pause rewrote the whole
+# backlog, a page each, 25 us a delivery, on every 429 that lengthened it.)
+_PAUSE = (
+    "UPDATE webhooks SET paused_until = max(coalesce(paused_until, 0), {until}){source}"
+    " WHERE {match}"
+)
+_PAUSE_SQL = _PAUSE.format(until="?1", source="", match="id = ?2")
+# A 410's deactivation of its webhook.
+_DEACTIVATE = (
+    "UPDATE webhooks SET status = 'inactive', disabled_reason = {reason},"
+    " updated_at = {now}{source} WHERE {match} AND status = 'active'"
+)
+_DEACTIVATE_SQL = _DEACTIVATE.format(reason="?1", now="?2", source="", match="id = ?3")
 # The scheduler's round trip as ONE statement, for the reason given at
 # _INGEST_GROUP_SQL (a transaction of many statements holds the write lock
 # while its thread waits for the GIL between them: the ingest connection then
 # waits too): the previous batch's transitions, aborted whole if a lease moved
 # on (the caller then takes the transactional path, which tells each record
-# apart), their attempt rows, and the leases of the deliveries chosen just
-# before by reading the queue without the lock.  What was leased is read back
-# afterwards, also without it.  A TEMP view and trigger on the store's own
-# connection.
+# apart), their attempt rows, the pauses and deactivations they bring
+# ([webhook id, until] and [webhook id, reason], one per webhook), and the
+# leases of the deliveries chosen just before by reading the queue without
+# the lock (webhooks paused or deactivated here were left out of that
+# choice).  What was leased is read back afterwards, also without the lock.
+# A TEMP view and trigger on the store's own connection.
 _LEASE_MOVED = "hookd: a lease moved on"
 _SETTLE_ROUND_DDL = (
     "CREATE TEMP VIEW IF NOT EXISTS settle_round AS SELECT NULL AS records,"
-    " NULL AS attempts, NULL AS leases, NULL AS token, NULL AS lease_until, NULL AS now",
+    " NULL AS attempts, NULL AS pauses, NULL AS deactivations, NULL AS leases,"
+    " NULL AS token, NULL AS lease_until, NULL AS now",
     "CREATE TEMP TRIGGER IF NOT EXISTS settle_round_insert INSTEAD OF INSERT ON settle_round"
     " BEGIN "
     + _RECORD_TRANSITIONS.format(now="NEW.now", records="NEW.records")
@@ -392,12 +411,28 @@ _SETTLE_ROUND_DDL = (
     " WHERE changes() <> json_array_length(NEW.records); "
     + _INSERT_ATTEMPTS.format(attempts="NEW.attempts")
     + "; "
+    + _PAUSE.format(
+        until="p.until",
+        source=" FROM (SELECT json_extract(value, '$[0]') AS id,"
+        " json_extract(value, '$[1]') AS until FROM json_each(NEW.pauses)) AS p",
+        match="webhooks.id = p.id",
+    )
+    + "; "
+    + _DEACTIVATE.format(
+        reason="d.reason",
+        now="NEW.now",
+        source=" FROM (SELECT json_extract(value, '$[0]') AS id,"
+        " json_extract(value, '$[1]') AS reason FROM json_each(NEW.deactivations)) AS d",
+        match="webhooks.id = d.id",
+    )
+    + "; "
     + _LEASE.format(token="NEW.token", until="NEW.lease_until", ids="NEW.leases", now="NEW.now")
     + "; END",
 )
 _SETTLE_ROUND_SQL = (
-    "INSERT INTO settle_round (records, attempts, leases, token, lease_until, now)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO settle_round"
+    " (records, attempts, pauses, deactivations, leases, token, lease_until, now)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # SQLite's JSON functions end a string at an escaped NUL, so a batch whose JSON
 # holds one (as text a hostile receiver sent) is bound row by row instead.
@@ -946,26 +981,41 @@ def _record_values(records: Sequence[AttemptRecord]) -> tuple[list[Any], list[An
     return transitions, attempts
 
 
-def _one_statement_records(records: Sequence[AttemptRecord]) -> tuple[str, str] | None:
-    """Records as _SETTLE_ROUND_SQL takes them (transitions, attempts), or None.
+class _OneStatement(NamedTuple):
+    """Records as _SETTLE_ROUND_SQL takes them (JSON arrays), and the webhooks they stop."""
 
-    None when they need the transaction: a webhook to pause or deactivate
-    (before the claim looks at it), a delivery listed twice, or a NUL that
-    SQLite's JSON functions would cut a string at.
-    """
+    transitions: str
+    attempts: str
+    pauses: str
+    deactivations: str
+    stopped: frozenset[str]  # webhooks paused or deactivated: none of theirs is claimed
+
+
+def _one_statement_records(records: Sequence[AttemptRecord]) -> _OneStatement | None:
+    """None when the records need the transaction: a delivery listed twice, or
+    a NUL that SQLite's JSON functions would cut a string at."""
     seen: set[str] = set()
+    pauses: dict[str, int] = {}
+    deactivations: dict[str, str] = {}
     for r in records:
-        t = r.transition
-        if (
-            t.pause_webhook_until is not None
-            or t.deactivate_webhook_reason is not None
-            or r.delivery_id in seen
-        ):
+        if r.delivery_id in seen:
             return None
         seen.add(r.delivery_id)
+        t = r.transition
+        if t.pause_webhook_until is not None:
+            pauses[r.webhook_id] = max(t.pause_webhook_until, pauses.get(r.webhook_id, 0))
+        if t.deactivate_webhook_reason is not None:
+            # The first one, as when written one by one.
+            deactivations.setdefault(r.webhook_id, t.deactivate_webhook_reason)
     transitions, attempts = _record_values(records)
-    written = json.dumps(transitions), json.dumps(attempts)
-    if any(_JSON_NUL in text for text in written):
+    written = _OneStatement(
+        json.dumps(transitions),
+        json.dumps(attempts),
+        json.dumps(list(pauses.items())),
+        json.dumps(list(deactivations.items())),
+        frozenset(pauses) | frozenset(deactivations),
+    )
+    if any(_JSON_NUL in text for text in written[:4]):
         return None
     return written
 
@@ -1744,18 +1794,18 @@ class SqliteStore:
         def round_trip(conn: sqlite3.Connection) -> _Round:
             self._use_sync(conn, self._db, "NORMAL")
             written = _one_statement_records(records)
-            if written is None:  # a 429's pause, a 410, the same delivery twice, a NUL
+            if written is None:  # the same delivery twice, a NUL
                 return _wait_out_busy(conn, lambda c: _in_transaction(c, transaction), timeout)
             # Chosen without the lock (a wake-up with nothing to claim takes
-            # none); the lease is taken only where still due.
-            chosen = (
-                self._choose_due(conn, now, limit, per_webhook_room, default_room)
-                if limit > 0
-                else []
-            )
+            # none); the lease is taken only where still due.  A webhook that
+            # these records pause or deactivate gets none, as if its pause had
+            # been written first.
+            room = dict(per_webhook_room)
+            room.update(dict.fromkeys(written.stopped, 0))
+            chosen = self._choose_due(conn, now, limit, room, default_room) if limit > 0 else []
             if not chosen and not records:
                 return [], []
-            args = (*written, json.dumps(chosen), token, now + lease_ms, now)
+            args = (*written[:4], json.dumps(chosen), token, now + lease_ms, now)
             try:
                 _wait_out_busy(conn, lambda c: c.execute(_SETTLE_ROUND_SQL, args), timeout)
             except sqlite3.IntegrityError as exc:
@@ -1932,23 +1982,9 @@ class SqliteStore:
                 results.append(RecordResult(r.delivery_id, False, Status(row[0]) if row else None))
                 continue
             if t.pause_webhook_until is not None:
-                # The webhook's waiting deliveries keep their due times: the
-                # claim skips them while it is paused (see _DUE_HEAD), and
-                # ingest schedules new ones no earlier than the pause's end.
-                # (Moving them behind the pause rewrote the whole backlog, a
-                # page each, 25 us a delivery, on every 429 that lengthened it.)
-                # A later answer never shortens a pause already in place.
-                conn.execute(
-                    "UPDATE webhooks SET paused_until = max(coalesce(paused_until, 0), ?)"
-                    " WHERE id = ?",
-                    (t.pause_webhook_until, r.webhook_id),
-                )
+                conn.execute(_PAUSE_SQL, (t.pause_webhook_until, r.webhook_id))
             if t.deactivate_webhook_reason is not None:
-                conn.execute(
-                    "UPDATE webhooks SET status = 'inactive', disabled_reason = ?, updated_at = ?"
-                    " WHERE id = ? AND status = 'active'",
-                    (t.deactivate_webhook_reason, now, r.webhook_id),
-                )
+                conn.execute(_DEACTIVATE_SQL, (t.deactivate_webhook_reason, now, r.webhook_id))
             results.append(RecordResult(r.delivery_id, True, t.status))
         return results
 
