@@ -264,30 +264,35 @@ async def test_a_round_trip_holds_the_write_lock_for_one_statement_only(
         await store.close()
 
 
-async def test_a_delivery_taken_between_choice_and_lease_is_not_claimed(
+async def test_a_delivery_taken_between_choice_and_lease_is_replaced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another process leases a delivery after this one chose it without the
-    lock: the lease goes only where the delivery is still due."""
+    lock: the lease goes only where the delivery is still due, and the batch is
+    filled with the next one due, chosen again."""
     path = tmp_path / "lock.db"
     store = await _open(path, busy_timeout_ms=10_000)
     choose = SqliteStore._choose_due
+    calls: list[list[str]] = []
 
     def raced(*args: Any) -> Any:
         chosen = choose(*args)
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute(
-            "UPDATE deliveries SET lease_token = 'theirs', next_attempt_at = next_attempt_at"
-            " + 60000 WHERE id = ?",
-            (chosen[0],),
-        )
-        other.close()
+        calls.append(chosen)
+        if len(calls) == 1:
+            other = sqlite3.connect(path, isolation_level=None)
+            other.execute(
+                "UPDATE deliveries SET lease_token = 'theirs', next_attempt_at = next_attempt_at"
+                " + 60000 WHERE id = ?",
+                (chosen[0],),
+            )
+            other.close()
         return chosen
 
     monkeypatch.setattr(SqliteStore, "_choose_due", staticmethod(raced))
     try:
-        ids = [(await store.ingest_event(WS, "t", {"i": i})).delivery_ids[0] for i in range(3)]
-        _, claims = await store.settle_and_claim([], 16, 30_000, {}, 8)
+        ids = [(await store.ingest_event(WS, "t", {"i": i})).delivery_ids[0] for i in range(4)]
+        _, claims = await store.settle_and_claim([], 3, 30_000, {}, 8)
+        assert calls == [ids[:3], [ids[3]]]
         assert [c.delivery_id for c in claims] == ids[1:]
         with sqlite3.connect(path) as conn:
             (token,) = conn.execute(
