@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 import pytest
 
 from hookd.clock import ManualClock
-from hookd.models import NewWebhook
-from hookd.storage import StoreError
+from hookd.models import NewWebhook, Webhook, WebhookStatus
+from hookd.storage import StoreError, WebhookChanges
 from hookd.storage.base import NewEvent
 from hookd.storage.sqlite import SqliteStore
 from tests.test_store_contract import delivered, record_for
@@ -40,8 +40,8 @@ async def _open(path: Path, busy_timeout_ms: int) -> SqliteStore:
     return store
 
 
-async def _webhook(store: SqliteStore, name: str, events: str) -> None:
-    await store.create_webhook(
+async def _webhook(store: SqliteStore, name: str, events: str) -> Webhook:
+    return await store.create_webhook(
         NewWebhook(
             workspace_id=WS,
             name=name,
@@ -249,7 +249,7 @@ async def test_a_round_trip_holds_the_write_lock_for_one_statement_only(
         free.append(("read back", _lock_is_free(path)))
         return read_back(*args)
 
-    monkeypatch.setattr(SqliteStore, "_choose_due", staticmethod(choosing))
+    monkeypatch.setattr(SqliteStore, "_choose_due", choosing)
     monkeypatch.setattr(SqliteStore, "_leased_claims", staticmethod(reading))
     try:
         for i in range(3):
@@ -288,7 +288,7 @@ async def test_a_delivery_taken_between_choice_and_lease_is_replaced(
             other.close()
         return chosen
 
-    monkeypatch.setattr(SqliteStore, "_choose_due", staticmethod(raced))
+    monkeypatch.setattr(SqliteStore, "_choose_due", raced)
     try:
         ids = [(await store.ingest_event(WS, "t", {"i": i})).delivery_ids[0] for i in range(4)]
         _, claims = await store.settle_and_claim([], 3, 30_000, {}, 8)
@@ -333,5 +333,49 @@ async def test_a_claim_that_cannot_be_read_back_is_left_to_its_lease(
         (again,) = await store.claim_due(16, 30_000, {}, 8)
         assert json.loads(again.body)["data"] == {"n": 2}
         assert len(await store.list_attempts(first.delivery_id)) == 1
+    finally:
+        await store.close()
+
+
+async def test_a_blocked_head_of_the_queue_is_skipped_for_a_while(tmp_path: Path) -> None:
+    """A head of the due queue where nothing may go (an inactive webhook's
+    backlog) is not read again for a second: claims meanwhile come from the
+    webhooks' own queues and miss nothing, a webhook active again included."""
+    clock = ManualClock()
+    store = SqliteStore(tmp_path / "head.db", clock)
+    await store.open()
+    try:
+        stuck = await _webhook(store, "stuck", "stuck")
+        await _webhook(store, "live", "live")
+        stuck_ids = [
+            r.delivery_ids[0]
+            for r in await store.ingest_events(
+                WS, [NewEvent("stuck", {"n": n}) for n in range(100)]
+            )
+        ]
+        await store.update_webhook(WS, stuck.id, WebhookChanges(status=WebhookStatus.INACTIVE), 0)
+        traced: list[str] = []
+        await store._call(lambda conn: conn.set_trace_callback(traced.append))
+
+        def head_reads() -> int:
+            return sum(sql.startswith("SELECT json_group_array(json_array(due,") for sql in traced)
+
+        async def claim() -> list[str]:
+            clock.advance(0.001)
+            _, claims = await store.settle_and_claim([], 8, 30_000, {}, 8)
+            return [c.delivery_id for c in claims]
+
+        live = [(await store.ingest_event(WS, "live", {})).delivery_ids[0]]
+        assert await claim() == live
+        assert head_reads() == 1
+        live.append((await store.ingest_event(WS, "live", {})).delivery_ids[0])
+        assert await claim() == live[1:]
+        assert head_reads() == 1  # skipped
+        await store.update_webhook(WS, stuck.id, WebhookChanges(status=WebhookStatus.ACTIVE), 0)
+        assert await claim() == stuck_ids[:8]
+        assert head_reads() == 1
+        clock.advance(1)
+        assert await claim() == stuck_ids[8:16]
+        assert head_reads() == 2  # read again after the second
     finally:
         await store.close()

@@ -313,6 +313,10 @@ _CLAIMED_SQL = (
 _SCAN_SLACK = 64
 
 
+# How long claims skip a head of the queue found blocked before reading it again.
+_HEAD_BLOCKED_RECHECK_MS = 1000
+
+
 def _claim_window(limit: int) -> int:
     """How many head rows a claim of ``limit`` reads before turning to the webhooks' queues."""
     return min(limit + _SCAN_SLACK, limit * 4)
@@ -1088,6 +1092,9 @@ class SqliteStore:
         # Per workspace: its subscriptions as _SUBSCRIPTIONS_SQL's text, and
         # parsed ([(webhook id, patterns)]); only the ingest thread uses it.
         self._subscriptions: dict[str, tuple[str, list[tuple[str, tuple[str, ...]]]]] = {}
+        # Until when the head of the due queue is known to hold nothing that
+        # may go (see _choose_due); claims read the webhooks' queues meanwhile.
+        self._head_blocked_until = 0
         # Per connection: the PRAGMA synchronous it was last set to.
         self._current_sync: dict[aiosqlite.Connection | None, str] = {}
         self._ingest: _GroupCommit[_IngestItem, list[IngestResult]] = _GroupCommit(
@@ -1848,8 +1855,8 @@ class SqliteStore:
             log.error("store.claim_unread", error=unread[0])
         return done
 
-    @staticmethod
     def _choose_due(
+        self,
         conn: sqlite3.Connection,
         now: int,
         limit: int,
@@ -1874,13 +1881,22 @@ class SqliteStore:
                     return
 
         window = _claim_window(limit)
-        head = _json_rows(conn, _CLAIM_SCAN_SQL, (now, now, window))
-        # (The aggregate keeps the scan's order in practice; sorting makes it a
-        # promise, and costs little on a sorted list.  Rows compare by due time,
-        # then rowid, which is unique.)
-        head.sort()
-        take(head)
-        if len(chosen) < limit and len(head) >= window:
+        head: list[list[Any]] = []
+        head_read = now >= self._head_blocked_until
+        if head_read:
+            head = _json_rows(conn, _CLAIM_SCAN_SQL, (now, now, window))
+            # (The aggregate keeps the scan's order in practice; sorting makes
+            # it a promise, and costs little on a sorted list.  Rows compare by
+            # due time, then rowid, which is unique.)
+            head.sort()
+            take(head)
+            if not chosen and len(head) >= window:
+                # Nothing at all could go from the head: the claims that follow
+                # go straight to the webhooks' own queues (below) for a while,
+                # skipping a read that would only find the same blocked rows
+                # (in the isolation run, 2.8 ms of each round trip's 8).
+                self._head_blocked_until = now + _HEAD_BLOCKED_RECHECK_MS
+        if len(chosen) < limit and (len(head) >= window or not head_read):
             # The head of the queue is crowded with deliveries of webhooks that
             # may not take them now (a slow endpoint's backlog, the one busy
             # webhook, a 429's pause, an inactive webhook): take the oldest due
