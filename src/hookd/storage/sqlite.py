@@ -1780,8 +1780,9 @@ class SqliteStore:
         the webhook.  Usually that transaction is one statement
         (_SETTLE_ROUND_SQL): the deliveries to lease are chosen before it,
         by reading the queue, and what was leased is read back after it,
-        neither holding the write lock; records that pause or deactivate a
-        webhook, or one whose lease moved on, take a transaction of several.
+        neither holding the write lock (a webhook that the records pause or
+        deactivate gets no room in that choice).  A record whose lease moved
+        on, a delivery listed twice or a NUL take a transaction of several.
         """
         if limit <= 0 and not records:
             return [], []
