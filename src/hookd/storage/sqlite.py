@@ -352,9 +352,8 @@ _RECORD_TRANSITIONS = (
     " WHERE deliveries.id = r.id AND deliveries.lease_token = r.token"
 )
 _RECORD_TRANSITIONS_SQL = _RECORD_TRANSITIONS.format(now="?1", records="?2")
-# ... which of them still hold their lease (a JSON array of ids), read before
-# that UPDATE when its change count says some did not (RETURNING steps once
-# per row) ...
+# ... which of them still hold their lease (a JSON array of ids), read just
+# before that UPDATE in the same transaction (RETURNING steps once per row) ...
 _LEASED_SQL = (
     "SELECT json_group_array(d.id) FROM json_each(?) AS r CROSS JOIN deliveries d"
     " ON d.id = json_extract(r.value, '$[0]') AND d.lease_token = json_extract(r.value, '$[1]')"
@@ -1205,12 +1204,8 @@ class SqliteStore:
         *,
         durable: bool = True,
         db: aiosqlite.Connection | None = None,
-        unless: Callable[[sqlite3.Connection], T | None] | None = None,
     ) -> T:
         """Run ``fn`` in one write transaction.
-
-        ``unless``, if given, runs first, outside the transaction: a result
-        other than None is returned instead, without taking the write lock.
 
         ``durable=False`` is for the scheduler's own bookkeeping (claims,
         attempt records, lease releases): losing such a commit to a power cut
@@ -1222,10 +1217,6 @@ class SqliteStore:
         key = db or self._db
 
         def run(conn: sqlite3.Connection) -> T:
-            if unless is not None:
-                early = unless(conn)
-                if early is not None:
-                    return early
             self._use_sync(conn, key, sync)
             return _in_transaction(conn, fn)
 
@@ -1800,11 +1791,14 @@ class SqliteStore:
                 conn.execute(_LEASE_SQL, (token, now + lease_ms, json.dumps(chosen), now))
             return results, self._leased_claims(conn, chosen, token, now)
 
+        def in_transaction(conn: sqlite3.Connection) -> _Round:
+            return _wait_out_busy(conn, lambda c: _in_transaction(c, transaction), timeout)
+
         def round_trip(conn: sqlite3.Connection) -> _Round:
             self._use_sync(conn, self._db, "NORMAL")
             written = _one_statement_records(records)
             if written is None:  # the same delivery twice, a NUL
-                return _wait_out_busy(conn, lambda c: _in_transaction(c, transaction), timeout)
+                return in_transaction(conn)
             # Chosen without the lock (a wake-up with nothing to claim takes
             # none); the lease is taken only where still due.  A webhook that
             # these records pause or deactivate gets none, as if its pause had
@@ -1821,7 +1815,7 @@ class SqliteStore:
                 if str(exc) != _LEASE_MOVED:
                     raise
                 # Nothing was written: the transaction tells which leases held.
-                return _wait_out_busy(conn, lambda c: _in_transaction(c, transaction), timeout)
+                return in_transaction(conn)
             results = [RecordResult(r.delivery_id, True, r.transition.status) for r in records]
             if not chosen:
                 return results, []
@@ -1990,21 +1984,11 @@ class SqliteStore:
                     (later if records[i].delivery_id in ids else step).append(i)
                     ids.add(records[i].delivery_id)
                 batch = json.dumps([transitions[i] for i in step])
-                # Usually every lease still holds: each (id, token) pair names
-                # at most one row and the ids of a step are distinct, so a
-                # change count equal to the step's size says all applied.
-                # Only otherwise is the step undone and the leases read first
-                # to tell which did (the read cost ~3 us a record every time).
-                conn.execute("SAVEPOINT record_step")
-                changed = conn.execute(_RECORD_TRANSITIONS_SQL, (now, batch)).rowcount
-                if changed == len(step):
-                    applied.update(step)
-                else:
-                    conn.execute("ROLLBACK TO record_step")
-                    leased = set(_json_rows(conn, _LEASED_SQL, (batch,)))
-                    conn.execute(_RECORD_TRANSITIONS_SQL, (now, batch))
-                    applied.update(i for i in step if records[i].delivery_id in leased)
-                conn.execute("RELEASE record_step")
+                # (The round trip's usual case, every lease held, is written
+                # by _SETTLE_ROUND_SQL; this path is for the others.)
+                leased = set(_json_rows(conn, _LEASED_SQL, (batch,)))
+                conn.execute(_RECORD_TRANSITIONS_SQL, (now, batch))
+                applied.update(i for i in step if records[i].delivery_id in leased)
                 todo = later
             conn.execute(_INSERT_ATTEMPTS_SQL, (attempts_json,))
         results: list[RecordResult] = []
