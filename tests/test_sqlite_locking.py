@@ -33,8 +33,8 @@ WS = "ws_lock"
 T = TypeVar("T")
 
 
-async def _open(path: Path, busy_timeout_ms: int) -> SqliteStore:
-    store = SqliteStore(path, ManualClock(), busy_timeout_ms=busy_timeout_ms)
+async def _open(path: Path, busy_timeout_ms: int, clock: ManualClock | None = None) -> SqliteStore:
+    store = SqliteStore(path, clock or ManualClock(), busy_timeout_ms=busy_timeout_ms)
     await store.open()
     await _webhook(store, "hook", "*")
     return store
@@ -310,10 +310,8 @@ async def test_a_claim_that_cannot_be_read_back_is_left_to_its_lease(
     write) are not sent now and not lost: they are claimed again once the lease
     has expired, and the records of the same round trip are written."""
     clock = ManualClock()
-    store = SqliteStore(tmp_path / "unread.db", clock)
-    await store.open()
+    store = await _open(tmp_path / "unread.db", busy_timeout_ms=10_000, clock=clock)
     try:
-        await _webhook(store, "hook", "*")
         await store.ingest_event(WS, "t", {"n": 1})
         (first,) = await store.claim_due(1, 30_000, {}, 8)
         await store.ingest_event(WS, "t", {"n": 2})
