@@ -955,7 +955,7 @@ async def test_sqlite_claim_cost_does_not_grow_with_a_backlog_that_may_not_go(
 async def test_sqlite_claim_plan_walks_the_due_index_whatever_the_statistics(
     tmp_path: Path, clock: ManualClock
 ) -> None:
-    from hookd.storage.sqlite import _CLAIM_SCAN_SQL, _WEBHOOK_DUE_SQL
+    from hookd.storage.sqlite import _CLAIM_SCAN_SQL, _WEBHOOK_QUEUES_SQL
 
     store = SqliteStore(tmp_path / "plan.db", clock)
     await store.open()
@@ -968,13 +968,15 @@ async def test_sqlite_claim_plan_walks_the_due_index_whatever_the_statistics(
         lambda c: c.execute("EXPLAIN QUERY PLAN " + _CLAIM_SCAN_SQL, (0, 0, 10)).fetchall()
     )
     seek = await store._call(
-        lambda c: c.execute("EXPLAIN QUERY PLAN " + _WEBHOOK_DUE_SQL, (0, 10, '["w"]')).fetchall()
+        lambda c: c.execute(
+            "EXPLAIN QUERY PLAN " + _WEBHOOK_QUEUES_SQL, (0, 0, "{}", 32, 10, "[]")
+        ).fetchall()
     )
     await store.close()
     details = " | ".join(str(row[-1]) for row in plan)
     assert "deliveries_due" in details
     assert "TEMP B-TREE" not in details, details
-    # The seek past webhooks at their limit reads one webhook's queue in order.
+    # The seek past webhooks at their limit reads each webhook's queue in order.
     details = " | ".join(str(row[-1]) for row in seek)
-    assert "deliveries_webhook_due" in details
+    assert "SEARCH deliveries USING INDEX deliveries_webhook_due" in details, details
     assert "TEMP B-TREE" not in details, details

@@ -257,22 +257,28 @@ _DUE_HEAD_FULL = (
     " WHERE next_attempt_at <= ?1 LIMIT ?3)) >= ?3"
 )
 # When the head is crowded with webhooks that may not take more (at their
-# limit, paused, inactive): the webhooks that may send, less those without
-# room (a JSON array of their ids)...
-_CLAIMABLE_WEBHOOKS_SQL = (
-    "SELECT json_group_array(w.id) FROM webhooks w WHERE "
+# limit, paused, inactive): the oldest due deliveries of each webhook that may
+# send and has room, read by its own queue's index, less the ?6 already
+# chosen: [[n, [[due, rowid, id], ...]], ...], of which the first n may go (its
+# room, at most a share of the ?5 still wanted: twice an even share, at least
+# 4, so that webhooks with little due work leave room to the others; reading
+# `room` rows of every webhook would read ten times the batch).  Rooms are a
+# JSON object {webhook id: room}, ?4 for a webhook not in it.  One statement:
+# the choice once took one per distinct number of rows wanted, and one more
+# for the webhooks, each handing the GIL back to a busy event loop.
+_WEBHOOK_QUEUES_SQL = (
+    "WITH h AS (SELECT id AS hook, room FROM (SELECT w.id,"
+    " coalesce(json_extract(?3, '$.\"' || w.id || '\"'), ?4) AS room FROM webhooks w WHERE "
     + _MAY_SEND
-    + " AND w.id NOT IN (SELECT value FROM json_each(?1))"
-)
-# ... and the oldest due deliveries of each of them (ids in a JSON array), read
-# by its own queue's index: [[[due, rowid, id, webhook_id, 1], ...], ...].
-_WEBHOOK_DUE_SQL = (
-    "SELECT json_group_array(json(queue)) FROM (SELECT (SELECT json_group_array(json_array("
-    "due, rid, id, webhook_id, 1)) FROM ("
-    "SELECT next_attempt_at AS due, rowid AS rid, id, webhook_id"
+    + ") WHERE room > 0),"
+    " s AS (SELECT max(4, 2 * ?5 / max(count(*), 1)) AS share, max(room) AS most FROM h)"
+    " SELECT json_group_array(json_array(min(h.room, s.share), json((SELECT json_group_array("
+    "json_array(due, rid, id)) FROM (SELECT next_attempt_at AS due, rowid AS rid, id"
     " FROM deliveries INDEXED BY deliveries_webhook_due"
-    " WHERE webhook_id = hook.value AND next_attempt_at <= ?1"
-    " ORDER BY next_attempt_at, rowid LIMIT ?2)) AS queue FROM json_each(?3) AS hook)"
+    " WHERE webhook_id = h.hook AND next_attempt_at <= ?1"
+    " AND id NOT IN (SELECT value FROM json_each(?6))"
+    " ORDER BY next_attempt_at, rowid LIMIT (SELECT coalesce(min(most, share), 0) FROM s))))))"
+    " FROM h, s"
 )
 # The due time of the first delivery due by ?1 whose webhook may send at ?2:
 # the first of the queue when it may (the usual answer, one row), else the
@@ -1897,34 +1903,13 @@ class SqliteStore:
             # webhook, a 429's pause, an inactive webhook): take the oldest due
             # work of each webhook that has room, from its own queue, instead
             # of reading on through rows none may take.
-            taken = set(chosen)
-            # Deliveries of a webhook already chosen from the head come first
-            # in its own queue: read that many more of it.
-            from_head: dict[str, int] = {}
-            for _due, _rowid, delivery_id, webhook_id, _sendable in head:
-                if delivery_id in taken:
-                    from_head[webhook_id] = from_head.get(webhook_id, 0) + 1
-            full = json.dumps([webhook_id for webhook_id, left in room.items() if left <= 0])
-            open_hooks: list[str] = _json_rows(conn, _CLAIMABLE_WEBHOOKS_SQL, (full, now))
-            if open_hooks:
-                # Each webhook's share of what is still wanted, twice over so
-                # that webhooks with little due work leave room to the others:
-                # reading `room` rows of every webhook would read ten times the batch.
-                share = max(4, 2 * (limit - len(chosen)) // len(open_hooks))
-                # One statement per distinct number of rows wanted (SQLite's
-                # LIMIT cannot vary per row): usually one or two.
-                by_count: dict[int, list[str]] = {}
-                for webhook_id in open_hooks:
-                    wanted = min(room.get(webhook_id, default_room), share)
-                    wanted += from_head.get(webhook_id, 0)
-                    by_count.setdefault(wanted, []).append(webhook_id)
-                found: list[list[Any]] = []
-                for wanted, hooks in by_count.items():
-                    queues = _json_rows(conn, _WEBHOOK_DUE_SQL, (now, wanted, json.dumps(hooks)))
-                    for queue in queues:
-                        found.extend(row for row in queue if row[2] not in taken)
-                found.sort()
-                take(found)
+            wanted = limit - len(chosen)
+            args = (now, now, json.dumps(room), default_room, wanted, json.dumps(chosen))
+            found: list[list[Any]] = []
+            for may_go, queue in _json_rows(conn, _WEBHOOK_QUEUES_SQL, args):
+                found.extend(queue[:may_go])
+            found.sort()
+            chosen.extend(delivery_id for _due, _rowid, delivery_id in found[:wanted])
         return chosen
 
     @staticmethod
