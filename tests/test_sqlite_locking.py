@@ -303,6 +303,66 @@ async def test_a_delivery_taken_between_choice_and_lease_is_replaced(
         await store.close()
 
 
+async def test_work_committed_during_a_turn_that_read_the_whole_queue_is_claimed_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ingest (another connection) commits after the turn chose, while it
+    waits for the lock: the turn chooses once more and claims the new work
+    too; a turn during which nothing else committed chooses once."""
+    path = tmp_path / "lock.db"
+    clock = ManualClock()
+    store = await _open(path, busy_timeout_ms=10_000, clock=clock)
+    choose = SqliteStore._choose_due
+    calls: list[list[str]] = []
+    late: list[str] = []
+
+    def committed_meanwhile(*args: Any) -> Any:
+        chosen = choose(*args)
+        calls.append(chosen)
+        if len(calls) == 1 and late:
+            # Ingested a moment after the turn began: due after its start.
+            clock.advance(0.005)
+            other = sqlite3.connect(path, isolation_level=None)
+            other.execute(
+                "UPDATE deliveries SET next_attempt_at = ? WHERE id = ?", (clock.now_ms(), late[0])
+            )
+            other.close()
+        return chosen
+
+    monkeypatch.setattr(SqliteStore, "_choose_due", committed_meanwhile)
+    try:
+        ids = [(await store.ingest_event(WS, "t", {"i": i})).delivery_ids[0] for i in range(2)]
+        with sqlite3.connect(path) as conn:  # the second is not due yet
+            conn.execute(
+                "UPDATE deliveries SET next_attempt_at = ? WHERE id = ?",
+                (clock.now_ms() + 60_000, ids[1]),
+            )
+        _, claims = await store.settle_and_claim([], 16, 30_000, {}, 8)
+        assert calls == [ids[:1]]  # nothing committed during the turn: one choice
+        assert [c.delivery_id for c in claims] == ids[:1]
+
+        late.append(ids[1])
+        calls.clear()
+        records = [record_for(c, delivered()) for c in claims]
+        results, claims = await store.settle_and_claim(records, 16, 30_000, {}, 8)
+        assert all(r.applied for r in results)
+        assert calls == [[], ids[1:]]
+        assert [c.delivery_id for c in claims] == ids[1:]
+
+        # Due work its webhook has no room for was left behind: no second look.
+        await store.ingest_event(WS, "t", {"i": 2})
+        late[0] = (await store.ingest_event(WS, "t", {"i": 3})).delivery_ids[0]
+        calls.clear()
+        records = [record_for(c, delivered()) for c in claims]
+        results, none = await store.settle_and_claim(
+            records, 16, 30_000, {claims[0].webhook_id: 0}, 8
+        )
+        assert all(r.applied for r in results)
+        assert (calls, none) == ([[]], [])
+    finally:
+        await store.close()
+
+
 async def test_a_claim_that_cannot_be_read_back_is_left_to_its_lease(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
