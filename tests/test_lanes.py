@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+from typing import Any
 
 import pytest
 import standardwebhooks
@@ -559,3 +560,36 @@ async def test_stop_sends_a_batch_held_for_the_next_round_trip(
     assert len(receiver.received("/held")) == 4
     for d in ids:
         assert await delivery_status(h, d) is Status.DELIVERED
+
+
+async def test_a_wake_during_a_short_round_trip_claims_again_without_asking_when_work_is_due(
+    harness_factory,
+    receiver: Receiver,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An ingest that wakes the loop while its round trip runs (and claims
+    less than it wanted) has the next round trip start at once: the loop does
+    not first ask the store when work is due, nor wait."""
+    h: Harness = await harness_factory(concurrency=8, batch_size=4, per_webhook_concurrency=8)
+    await h.webhook(receiver.status("/woken", 200))
+    asked: list[int] = []
+    settle = h.store.settle_and_claim
+    next_due_at = h.store.next_due_at
+
+    async def woken_meanwhile(*args: Any) -> Any:
+        done = await settle(*args)
+        h.scheduler.wake()  # as an ingest committing meanwhile does
+        return done
+
+    async def counted() -> int | None:
+        asked.append(1)
+        return await next_due_at()
+
+    monkeypatch.setattr(h.store, "settle_and_claim", woken_meanwhile)
+    monkeypatch.setattr(h.store, "next_due_at", counted)
+    await h.scheduler._iterate()  # nothing due: a short claim, woken meanwhile
+    assert asked == []
+    assert not h.scheduler._wake.is_set()  # the wake-up was taken
+    monkeypatch.setattr(h.store, "settle_and_claim", settle)
+    await asyncio.wait_for(h.scheduler._iterate(), timeout=10)  # not woken: asks, then waits
+    assert asked == [1]

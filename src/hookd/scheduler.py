@@ -317,6 +317,12 @@ class Scheduler:
             self._send(self._take_slot(claim))
         if want <= 0 or self._finished_attempts:
             return
+        if self._wake.is_set():
+            # Woken while the round trip ran (mostly an ingest that committed
+            # after this turn had chosen): what woke it is due now, so the
+            # next turn claims it at once, without asking when work is due.
+            self._wake.clear()
+            return
         next_due = await self.store.next_due_at()
         now = self.clock.now_ms()
         if next_due is not None and next_due > now:
