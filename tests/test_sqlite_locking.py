@@ -276,17 +276,17 @@ async def test_a_delivery_taken_between_choice_and_lease_is_replaced(
     calls: list[list[str]] = []
 
     def raced(*args: Any) -> Any:
-        chosen = choose(*args)
-        calls.append(chosen)
+        choice = choose(*args)
+        calls.append(choice.ids)
         if len(calls) == 1:
             other = sqlite3.connect(path, isolation_level=None)
             other.execute(
                 "UPDATE deliveries SET lease_token = 'theirs', next_attempt_at = next_attempt_at"
                 " + 60000 WHERE id = ?",
-                (chosen[0],),
+                (choice.ids[0],),
             )
             other.close()
-        return chosen
+        return choice
 
     monkeypatch.setattr(SqliteStore, "_choose_due", raced)
     try:
@@ -317,8 +317,8 @@ async def test_work_committed_during_a_turn_that_read_the_whole_queue_is_claimed
     late: list[str] = []
 
     def committed_meanwhile(*args: Any) -> Any:
-        chosen = choose(*args)
-        calls.append(chosen)
+        choice = choose(*args)
+        calls.append(choice.ids)
         if len(calls) == 1 and late:
             # Ingested a moment after the turn began: due after its start.
             clock.advance(0.005)
@@ -327,7 +327,7 @@ async def test_work_committed_during_a_turn_that_read_the_whole_queue_is_claimed
                 "UPDATE deliveries SET next_attempt_at = ? WHERE id = ?", (clock.now_ms(), late[0])
             )
             other.close()
-        return chosen
+        return choice
 
     monkeypatch.setattr(SqliteStore, "_choose_due", committed_meanwhile)
     try:

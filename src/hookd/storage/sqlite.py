@@ -1001,6 +1001,16 @@ class _OneStatement(NamedTuple):
     stopped: frozenset[str]  # webhooks paused or deactivated: none of theirs is claimed
 
 
+class _Choice(NamedTuple):
+    """What _choose_due chose, and whether a later commit could add to it."""
+
+    ids: list[str]  # deliveries to lease, in the order due
+    # The connection's data_version as of a read that saw the whole due queue
+    # and chose all of it that may go (None: it did not).  Work committed by
+    # another connection after that version is all another choice could find.
+    whole_queue_at: int | None
+
+
 def _one_statement_records(records: Sequence[AttemptRecord]) -> _OneStatement | None:
     """None when the records need the transaction: a delivery listed twice, or
     a NUL that SQLite's JSON functions would cut a string at."""
@@ -1100,10 +1110,6 @@ class SqliteStore:
         # Until when the head of the due queue is known to hold nothing that
         # may go (see _choose_due); claims read the webhooks' queues meanwhile.
         self._head_blocked_until = 0
-        # The data_version at which the last choice read the whole due queue
-        # and chose all of it that may go (None: it did not); see
-        # settle_and_claim.
-        self._whole_queue_read_at: int | None = None
         # Per connection: the PRAGMA synchronous it was last set to.
         self._current_sync: dict[aiosqlite.Connection | None, str] = {}
         self._ingest: _GroupCommit[_IngestItem, list[IngestResult]] = _GroupCommit(
@@ -1799,7 +1805,7 @@ class SqliteStore:
             results = self._record_rows(conn, records, now) if records else []
             if limit <= 0:
                 return results, []
-            chosen = self._choose_due(conn, now, limit, per_webhook_room, default_room)
+            chosen = self._choose_due(conn, now, limit, per_webhook_room, default_room).ids
             if chosen:
                 conn.execute(_LEASE_SQL, (token, now + lease_ms, json.dumps(chosen), now))
             return results, self._leased_claims(conn, chosen, token, now)
@@ -1818,7 +1824,12 @@ class SqliteStore:
             # been written first.
             room = dict(per_webhook_room)
             room.update(dict.fromkeys(written.stopped, 0))
-            chosen = self._choose_due(conn, now, limit, room, default_room) if limit > 0 else []
+            choice = (
+                self._choose_due(conn, now, limit, room, default_room)
+                if limit > 0
+                else _Choice([], None)
+            )
+            chosen = choice.ids
             if not chosen and not records:
                 return [], []
             args = (*written[:4], json.dumps(chosen), token, now + lease_ms, now)
@@ -1850,19 +1861,20 @@ class SqliteStore:
             # attempt p50 2.9-3.4 -> 1.7-1.9 ms).  (Not when webhooks at their
             # limit left due work behind: a second look would find only more
             # of theirs, as in the ingest run's one busy webhook.)
-            read_at = self._whole_queue_read_at
             try:
                 if len(claims) < len(chosen) or (
                     len(claims) < limit
-                    and read_at is not None
-                    and conn.execute("PRAGMA data_version").fetchone()[0] != read_at
+                    and choice.whole_queue_at is not None
+                    and conn.execute("PRAGMA data_version").fetchone()[0] != choice.whole_queue_at
                 ):
                     taken = Counter(c.webhook_id for c in claims)
                     room.update({w: room.get(w, default_room) - n for w, n in taken.items()})
                     # (Now, not the turn's start: what was committed meanwhile
                     # may be due after it.)
                     later = self.clock.now_ms()
-                    more = self._choose_due(conn, later, limit - len(claims), room, default_room)
+                    more = self._choose_due(
+                        conn, later, limit - len(claims), room, default_room
+                    ).ids
                     if more:
                         lease = (token, later + lease_ms, json.dumps(more), later)
                         _wait_out_busy(conn, lambda c: c.execute(_LEASE_SQL, lease), timeout)
@@ -1883,7 +1895,7 @@ class SqliteStore:
         limit: int,
         per_webhook_room: Mapping[str, int],
         default_room: int,
-    ) -> list[str]:
+    ) -> _Choice:
         """Up to ``limit`` due deliveries whose webhooks may take them, in the order due."""
         room = dict(per_webhook_room)
         chosen: list[str] = []
@@ -1904,7 +1916,7 @@ class SqliteStore:
         window = _claim_window(limit)
         head: list[list[Any]] = []
         head_read = now >= self._head_blocked_until
-        self._whole_queue_read_at = None
+        whole_queue_at: int | None = None
         if head_read:
             rows, version = conn.execute(_CLAIM_SCAN_SQL, (now, now, window)).fetchone()
             head = json.loads(rows) if rows else []
@@ -1914,9 +1926,7 @@ class SqliteStore:
             head.sort()
             take(head)
             if len(head) < window and len(chosen) == sum(1 for row in head if row[4]):
-                # All that was due and may go now is chosen: work committed
-                # after this read is all another choice could find.
-                self._whole_queue_read_at = version
+                whole_queue_at = version
             if not chosen and len(head) >= window:
                 # Nothing at all could go from the head: the claims that follow
                 # go straight to the webhooks' own queues (below) for a while,
@@ -1936,7 +1946,7 @@ class SqliteStore:
                 found.extend(queue[:may_go])
             found.sort()
             chosen.extend(delivery_id for _due, _rowid, delivery_id in found[:wanted])
-        return chosen
+        return _Choice(chosen, whole_queue_at)
 
     @staticmethod
     def _leased_claims(
