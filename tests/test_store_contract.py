@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -854,6 +855,24 @@ async def test_claim_past_a_crowded_head_respects_each_webhooks_own_room(
     assert all(c.webhook_id != slow.id for c in claims)
     # Claims come back in the order they were due.
     assert [c.delivery_id for c in claims] == narrow_ids[:2] + wide_ids[:5]
+
+
+async def test_claim_past_a_crowded_head_is_not_thinned_by_webhooks_with_nothing_due(
+    contract_store: Store,
+) -> None:
+    """Past a head crowded by a webhook at its limit, the batch is shared among
+    the webhooks that have due work, however many others have none."""
+    s = contract_store
+    slow = await make_webhook(s, events=("slow",))
+    busy = [await make_webhook(s, events=(f"busy{n}",)) for n in range(2)]
+    for n in range(60):
+        await make_webhook(s, events=(f"idle{n}",))
+    await asyncio.gather(*(s.ingest_event(WS, "slow", {}) for _ in range(200)))
+    for hook in busy:
+        await asyncio.gather(*(s.ingest_event(WS, hook.events[0], {}) for _ in range(30)))
+    claims = await s.claim_due(64, LEASE_MS, {slow.id: 0}, 16)
+    per_hook = Counter(c.webhook_id for c in claims)
+    assert per_hook == {busy[0].id: 16, busy[1].id: 16}
 
 
 async def test_a_backlog_that_may_not_go_hides_nothing_behind_it(

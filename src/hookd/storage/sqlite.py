@@ -258,27 +258,33 @@ _DUE_HEAD_FULL = (
 )
 # When the head is crowded with webhooks that may not take more (at their
 # limit, paused, inactive): the oldest due deliveries of each webhook that may
-# send and has room, read by its own queue's index, less the ?6 already
-# chosen: [[n, [[due, rowid, id], ...]], ...], of which the first n may go (its
-# room, at most a share of the ?5 still wanted: twice an even share, at least
-# 4, so that webhooks with little due work leave room to the others; reading
-# `room` rows of every webhook would read ten times the batch).  Rooms are a
-# JSON object {webhook id: room}, ?4 for a webhook not in it.  One statement:
-# the choice once took one per distinct number of rows wanted, and one more
-# for the webhooks, each handing the GIL back to a busy event loop.
+# send, has room and has due work, read by its own queue's index, less the ?6
+# already chosen (NULL: none): [[n, [[due, rowid, id], ...]], ...], of which
+# the first n may go (its room, at most a share of the ?5 still wanted: half
+# as much again as an even share, at least 4, so that webhooks with little due
+# work leave room to the others; reading `room` rows of every webhook would
+# read ten times the batch).  Only webhooks with due work count in the share:
+# counting every webhook left a batch of 4 a webhook when hundreds had nothing
+# due.  Rooms are a JSON object {webhook id: room}, ?4 for a webhook not in it.
+# One statement: the choice once took one per distinct number of rows wanted,
+# and one more for the webhooks, each handing the GIL back to a busy event
+# loop.  The outer array is built as text: wrapping each webhook's array in
+# json() parsed it again (about a fifth of the statement).
 _WEBHOOK_QUEUES_SQL = (
     "WITH h AS (SELECT id AS hook, room FROM (SELECT w.id,"
     " coalesce(json_extract(?3, '$.\"' || w.id || '\"'), ?4) AS room FROM webhooks w WHERE "
     + _MAY_SEND
-    + ") WHERE room > 0),"
-    " s AS (SELECT max(4, 2 * ?5 / max(count(*), 1)) AS share, max(room) AS most FROM h)"
-    " SELECT json_group_array(json_array(min(h.room, s.share), json((SELECT json_group_array("
+    + ") WHERE room > 0 AND EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_webhook_due"
+    " WHERE webhook_id = hook AND next_attempt_at <= ?1)),"
+    " s AS (SELECT max(4, 3 * ?5 / (2 * max(count(*), 1)) + 1) AS share, max(room) AS most"
+    " FROM h)"
+    " SELECT '[' || group_concat('[' || min(h.room, s.share) || ',' || (SELECT json_group_array("
     "json_array(due, rid, id)) FROM (SELECT next_attempt_at AS due, rowid AS rid, id"
     " FROM deliveries INDEXED BY deliveries_webhook_due"
     " WHERE webhook_id = h.hook AND next_attempt_at <= ?1"
-    " AND id NOT IN (SELECT value FROM json_each(?6))"
-    " ORDER BY next_attempt_at, rowid LIMIT (SELECT coalesce(min(most, share), 0) FROM s))))))"
-    " FROM h, s"
+    " AND (?6 IS NULL OR id NOT IN (SELECT value FROM json_each(?6)))"
+    " ORDER BY next_attempt_at, rowid LIMIT (SELECT coalesce(min(most, share), 0) FROM s)))"
+    " || ']') || ']' FROM h, s"
 )
 # The due time of the first delivery due by ?1 whose webhook may send at ?2:
 # the first of the queue when it may (the usual answer, one row), else the
@@ -1940,7 +1946,8 @@ class SqliteStore:
             # work of each webhook that has room, from its own queue, instead
             # of reading on through rows none may take.
             wanted = limit - len(chosen)
-            args = (now, now, json.dumps(room), default_room, wanted, json.dumps(chosen))
+            exclude = json.dumps(chosen) if chosen else None
+            args = (now, now, json.dumps(room), default_room, wanted, exclude)
             found: list[list[Any]] = []
             for may_go, queue in _json_rows(conn, _WEBHOOK_QUEUES_SQL, args):
                 found.extend(queue[:may_go])
