@@ -9,8 +9,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from hookd.api.app import build_metrics_app
+from hookd.api.auth import KeyCache
 from hookd.api.context import CONTEXT
 from hookd.keys import digest_key
+from hookd.models import ApiKey
+from hookd.storage import StoreError
 from tests.api.conftest import Api, Reply
 
 
@@ -159,3 +162,51 @@ async def test_metrics_listener_answers_unknown_routes_in_the_envelope(api: Api)
         assert (await missing.json())["message"] == "The requested resource was not found"
         wrong = await client.post("/metrics")
         assert wrong.status == 405 and wrong.headers["Allow"] == "GET, HEAD"
+
+
+async def test_requests_missing_the_key_cache_together_share_one_lookup(api: Api) -> None:
+    key = await api.key("ws_a")
+    real = api.store.find_api_key
+    calls = 0
+
+    async def slow_find(digest: bytes) -> tuple[ApiKey, bytes] | None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(1.0)  # every request below arrives meanwhile
+        return await real(digest)
+
+    api.store.find_api_key = slow_find  # type: ignore[method-assign]
+    replies = await asyncio.gather(*(api.call("GET", "/v1/webhooks", key=key) for _ in range(16)))
+    assert [r.status for r in replies] == [200] * 16
+    assert calls == 1
+
+
+def _found(digest: bytes) -> tuple[ApiKey, bytes]:
+    return ApiKey("key_1", "ws_a", "sk_abc", "user_1", 0, None), digest
+
+
+async def test_a_shared_lookup_outlives_a_caller_that_left_and_shares_its_failure() -> None:
+    cache = KeyCache()
+    gate = asyncio.Event()
+    calls = 0
+
+    async def load(digest: bytes) -> tuple[ApiKey, bytes] | None:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        if calls == 1:
+            raise StoreError("database unavailable")
+        return _found(digest)
+
+    first = asyncio.create_task(cache.find(b"d", 0.0, load))
+    second = asyncio.create_task(cache.find(b"d", 0.0, load))
+    await asyncio.sleep(0)
+    first.cancel()  # its client went away
+    gate.set()
+    with pytest.raises(StoreError):
+        await second
+    assert first.cancelled()
+    # A failure is not remembered: the next request looks again, and a find is cached.
+    assert await cache.find(b"d", 0.0, load) == _found(b"d")
+    assert await cache.find(b"d", 1.0, load) == _found(b"d")
+    assert calls == 2
