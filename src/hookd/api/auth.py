@@ -100,6 +100,11 @@ def _plausible(key: str) -> bool:
     )
 
 
+# A stored key found by its digest, with that digest (Store.find_api_key).
+_Found = tuple[ApiKey, bytes]
+KeyLookup = Callable[[bytes], Awaitable[_Found | None]]
+
+
 class KeyCache:
     """Keys found recently, so a busy client is not a database read per request.
 
@@ -117,14 +122,9 @@ class KeyCache:
         self.ttl = ttl
         self.size = size
         self._entries: dict[bytes, tuple[float, tuple[ApiKey, bytes]]] = {}
-        self._loading: dict[bytes, asyncio.Future[tuple[ApiKey, bytes] | None]] = {}
+        self._loading: dict[bytes, asyncio.Future[_Found | None]] = {}
 
-    async def find(
-        self,
-        digest: bytes,
-        now: float,
-        load: Callable[[bytes], Awaitable[tuple[ApiKey, bytes] | None]],
-    ) -> tuple[ApiKey, bytes] | None:
+    async def find(self, digest: bytes, now: float, load: KeyLookup) -> _Found | None:
         """The cached key for ``digest``, else what ``load`` finds (one load at a time)."""
         found = self.get(digest, now)
         if found is not None:
@@ -137,12 +137,7 @@ class KeyCache:
         # the lookup the others wait for.
         return await asyncio.shield(loading)
 
-    async def _load(
-        self,
-        digest: bytes,
-        now: float,
-        load: Callable[[bytes], Awaitable[tuple[ApiKey, bytes] | None]],
-    ) -> tuple[ApiKey, bytes] | None:
+    async def _load(self, digest: bytes, now: float, load: KeyLookup) -> _Found | None:
         try:
             found = await load(digest)
         finally:
