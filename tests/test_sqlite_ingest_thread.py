@@ -96,13 +96,13 @@ async def test_a_hand_over_without_aiosqlites_queue_is_a_plain_call(tmp_path: Pa
                 ran_on.append(threading.get_ident())
                 return int(conn.execute("SELECT 41 + 1").fetchone()[0])
 
-            assert await store._call_handing_over(target, one) == 42  # type: ignore[arg-type]
+            assert await store._call(one, db=target, wait_busy=False, hand_over=True) == 42  # type: ignore[arg-type]
             assert ran_on and ran_on[0] != threading.get_ident()
 
             def broken(conn: sqlite3.Connection) -> None:
                 raise sqlite3.OperationalError("disk I/O error")
 
             with pytest.raises(StoreError, match="disk I/O error"):
-                await store._call_handing_over(target, broken)  # type: ignore[arg-type]
+                await store._call(broken, db=target, wait_busy=False, hand_over=True)  # type: ignore[arg-type]
     finally:
         await store.close()

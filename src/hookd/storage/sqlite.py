@@ -748,6 +748,25 @@ _INGEST_GROUP_SQL = (
 _SUBSCRIPTIONS_CACHED = 4096
 
 
+# A workspace's subscriptions: _SUBSCRIPTIONS_SQL's text, and [(webhook id, patterns)].
+_Subscriptions = tuple[str, list[tuple[str, tuple[str, ...]]]]
+
+
+class _PlainGroup(NamedTuple):
+    """A group of keyless ingests made ready for _INGEST_GROUP_SQL."""
+
+    workspaces: list[str]
+    results: list[list[IngestResult] | Exception]
+    # The statement's arguments; None when no item has anything to write.
+    args: tuple[str, str, str, int] | None
+
+
+# How long the event loop waits for the ingest thread to take a group it
+# handed over (see _handed_over): its wake-up takes tens of microseconds;
+# this bounds the loop's wait should it be slower.
+_HAND_OVER_WAIT_SECONDS = 0.002
+
+
 def _canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -1008,25 +1027,6 @@ class _OneStatement(NamedTuple):
     stopped: frozenset[str]  # webhooks paused or deactivated: none of theirs is claimed
 
 
-# A workspace's subscriptions: _SUBSCRIPTIONS_SQL's text, and [(webhook id, patterns)].
-_Subscriptions = tuple[str, list[tuple[str, tuple[str, ...]]]]
-
-
-class _PlainGroup(NamedTuple):
-    """A group of keyless ingests made ready for _INGEST_GROUP_SQL."""
-
-    workspaces: list[str]
-    results: list[list[IngestResult] | Exception]
-    # The statement's arguments; None when no item has anything to write.
-    args: tuple[str, str, str, int] | None
-
-
-# How long the event loop waits for the ingest thread to take a group it
-# handed over (see SqliteStore._call_handing_over): its wake-up takes tens of
-# microseconds; this bounds the loop's wait should it be slower.
-_HAND_OVER_WAIT_SECONDS = 0.002
-
-
 class _Choice(NamedTuple):
     """What _choose_due chose, and whether a later commit could add to it."""
 
@@ -1109,6 +1109,33 @@ def _wait_out_busy(
         # Sleeping releases the GIL: the event loop runs meanwhile.
         time.sleep(pause)
         pause = min(pause * 2, 0.001)
+
+
+async def _handed_over(queue: Any, run: Callable[[], T]) -> T:
+    """``run`` on the thread behind aiosqlite's worker ``queue``, handed the GIL.
+
+    A thread woken while the event loop is busy waits for the GIL until the
+    loop idles or is made to let go after sys.getswitchinterval() (5 ms): at
+    64 ingest clients, an ingest group waited 2.0 ms to start while the loop
+    answered the previous group's requests.  Here the loop blocks until the
+    thread has started ``run`` instead (at most _HAND_OVER_WAIT_SECONDS);
+    ``run`` should then hold the GIL only until its statement starts (an
+    ingest group's rows are made ready on the loop), and the loop answers
+    those requests while SQLite writes.  Measured: group start 2.2 -> 0.1
+    ms, and more events/s accepted while delivering (README, Benchmark).
+    Relies on aiosqlite's queue of (future, callable); the store already
+    uses its _execute and _conn.
+    """
+    started = threading.Event()
+
+    def started_run() -> T:
+        started.set()
+        return run()
+
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    queue.put_nowait((future, started_run))
+    started.wait(_HAND_OVER_WAIT_SECONDS)
+    return await future
 
 
 class SqliteStore:
@@ -1218,12 +1245,16 @@ class SqliteStore:
         *,
         db: aiosqlite.Connection | None = None,
         wait_busy: bool = True,
+        hand_over: bool = False,
     ) -> T:
         """Run ``fn`` on a connection's thread (the main one unless ``db``).
 
         ``fn`` runs outside any explicit transaction; one that met another
         process's lock runs again (see :func:`_wait_out_busy`) unless
         ``wait_busy`` is False, for units of work that wait themselves.
+        ``hand_over``: the event loop hands the GIL to that thread (see
+        :func:`_handed_over`), except on the scheduler's connection (an
+        in-memory database has no other), whose thread may be busy.
         """
         db = db or self._db
         if db is None:
@@ -1237,43 +1268,11 @@ class SqliteStore:
         # aiosqlite runs every call on its connection's one worker thread;
         # handing it a whole unit of work as a single callable is what keeps
         # a transaction's statements together and a batch to one round trip.
+        queue = getattr(db, "_tx", None) if hand_over and db is not self._db else None
         try:
+            if queue is not None:
+                return await _handed_over(queue, run)
             return await db._execute(run)  # type: ignore[no-untyped-call,no-any-return]
-        except sqlite3.Error as exc:
-            raise _classify_sqlite_error(exc) from exc
-
-    async def _call_handing_over(
-        self, db: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]
-    ) -> T:
-        """``_call(fn, db=db, wait_busy=False)``, the event loop handing the GIL to ``db``'s thread.
-
-        A thread woken while the event loop is busy waits for the GIL until
-        the loop idles or is made to let go after sys.getswitchinterval()
-        (5 ms): at 64 ingest clients, an ingest group waited 2.0 ms to start
-        while the loop answered the previous group's requests.  Here the loop
-        blocks until the thread has started ``fn`` instead; ``fn`` then holds
-        the GIL only until its statement starts (its rows were made ready on
-        the loop), and the loop answers those requests while SQLite writes.
-        Measured: group start 2.2 -> 0.1 ms, and more events/s accepted
-        while delivering (README, Benchmark).  Relies on aiosqlite's worker
-        queue; without one, or on the scheduler's connection (an in-memory
-        database has no other), whose thread may be busy, a plain _call.
-        """
-        queue = getattr(db, "_tx", None)
-        if queue is None or db is self._db:
-            return await self._call(fn, db=db, wait_busy=False)
-        conn = db._conn
-        started = threading.Event()
-
-        def run() -> T:
-            started.set()
-            return fn(conn)
-
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        queue.put_nowait((future, run))
-        started.wait(_HAND_OVER_WAIT_SECONDS)
-        try:
-            return await future
         except sqlite3.Error as exc:
             raise _classify_sqlite_error(exc) from exc
 
@@ -1597,11 +1596,14 @@ class SqliteStore:
             group = [items[i] for i in plain]
             # Made ready here, while the ingest thread may still be writing the
             # group before: that thread then needs the GIL only to start the
-            # statement (see _call_handing_over).
+            # statement (see _handed_over).
             prepared = self._prepare_with_cached_subscriptions(group)
             try:
-                done = await self._call_handing_over(
-                    db, lambda conn: self._ingest_plain(conn, group, prepared)
+                done = await self._call(
+                    lambda conn: self._ingest_plain(conn, group, prepared),
+                    db=db,
+                    wait_busy=False,
+                    hand_over=True,
                 )
             except StoreError as exc:
                 done = [exc] * len(plain)
