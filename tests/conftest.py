@@ -20,6 +20,7 @@ from hookd.scheduler import Scheduler
 from hookd.sender import AddressPolicy, Sender
 from hookd.storage.sqlite import SqliteStore
 from tests.daemon_proc import DaemonProcess
+from tests.support.services import in_ci, is_service_skip
 
 LOOPBACK_ALLOWED = ("127.0.0.0/8", "::1/128")
 
@@ -192,3 +193,22 @@ async def daemon(tmp_path: Path) -> AsyncIterator[DaemonProcess]:
     d = DaemonProcess(tmp_path / "daemon.db")
     yield d
     await d.ensure_dead()
+
+
+# -- CI: no test that needs a service may be skipped (see tests/support/services.py) --
+
+_service_skips: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+        if is_service_skip(reason):
+            _service_skips.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if in_ci() and _service_skips:
+        lines = "\n  ".join(_service_skips)
+        print(f"\nHOOKD_CI=1 but these tests were skipped for a missing service:\n  {lines}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,8 +21,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
-
-import pytest
 
 from hookd.keys import generate_key
 from hookd.models import Delivery, IngestResult, NewWebhook, Webhook
@@ -56,13 +53,6 @@ def run_hookd(
         stdin=subprocess.DEVNULL,
         check=False,
     )
-
-
-def require_binary(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        pytest.skip(f"{name} is not installed (CI installs it; see .ci/run)")
-    return found
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> None:

