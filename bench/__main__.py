@@ -1,11 +1,11 @@
-"""``python -m bench run [--quick]``: the hookd benchmark suite (issue 6).
+"""``python -m bench run [--quick]``: the hookd benchmark suite.
 
     .venv/bin/python -m bench run                 # all scenarios, 3 runs each (backlog 1)
     .venv/bin/python -m bench run --quick         # smaller sizes, 1 run: for development
     .venv/bin/python -m bench run -s throughput -s isolation --runs 5
     .venv/bin/python -m bench profile             # py-spy on the daemon during throughput
 
-Prints a table of medians against the issue's targets and writes every run's
+Prints a table of medians against hookd's targets and writes every run's
 figures to ``bench/results/latest.json``.  To measure another tree of hookd
 (say a snapshot taken with ``git archive``), put its ``src`` first on
 ``PYTHONPATH`` (every child process inherits it) and name its commit in
@@ -261,7 +261,7 @@ def _isolation_ratio(summary: dict[str, Any], clean_from: dict[str, Any] | None 
             # The clean run of its pair when the two were run in pairs.
             clean = pairs.get(r.get("pair", -1)) or median_clean
             r["ratio"] = r["deliveries_per_s"] / clean if clean else 0.0
-            # The issue's measure: the healthy webhooks against their own
+            # The target's own measure: the healthy webhooks against their own
             # throughput in the clean run, where they took this share of the
             # deliveries (every webhook gets as many) over the same span.
             share = r["healthy_deliveries"] / r["deliveries"] if r["deliveries"] else 1.0

@@ -4,7 +4,7 @@
 ``--scenario ingest`` profiles the ingest scenario (``--batch N`` for the batch
 route), where the daemon also delivers what it accepts: the component split
 then tells ingest (aiohttp server, API handlers, the store's ingest) from
-delivery (scheduler, sender, aiohttp client).
+delivery (scheduler, sender).
 
 Attaches py-spy (a dev tool: ``.venv/bin/pip install py-spy``; not a
 dependency of hookd or of the benchmark's measurements) to the daemon once it
@@ -13,8 +13,8 @@ is ready, records ``--duration`` seconds in speedscope format
 summarises the samples: per thread, self time per function, inclusive time
 per function, and a split by component in which each sample goes to the first
 non-standard-library frame from the leaf up (so ``json.dumps`` called by
-structlog counts as logging, a socket write made by aiohttp as the HTTP
-client).  The figures are written to ``bench/results/profile.json`` and
+structlog counts as logging, a socket write made by hookd's HTTP client as
+the sender).  The figures are written to ``bench/results/profile.json`` and
 printed, with µs per delivery computed from the same run's CPU per delivery.
 """
 
@@ -40,7 +40,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 COMPONENTS: list[tuple[str, str]] = [
     ("hookd/storage/", "store: SQL statements and row mapping"),
     ("hookd/sender/signing", "signing (HMAC, headers)"),
-    ("hookd/sender/", "sender (hookd wrapper around aiohttp)"),
+    ("hookd/sender/", "sender (hookd's HTTP client)"),
     ("hookd/scheduler", "scheduler (claim loop, tasks, attempt)"),
     ("hookd/lifecycle", "lifecycle/policy decisions"),
     ("hookd/policy", "lifecycle/policy decisions"),
@@ -67,7 +67,8 @@ STDLIB_ONLY = "asyncio event loop / stdlib only"
 SIDES: list[tuple[str, str]] = [
     ("_ingest_batch", "ingest"),
     ("claim_due", "delivery"),
-    ("_record_batch", "delivery"),
+    ("settle_and_claim", "delivery"),
+    ("record_attempts", "delivery"),
     ("next_due_at", "delivery"),
     ("RequestHandler.", "ingest"),
     ("hookd/api/", "ingest"),

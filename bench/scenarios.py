@@ -1,4 +1,4 @@
-"""The five scenarios of issue 6.  Each one returns a JSON-able dict for one run.
+"""The five benchmark scenarios.  Each one returns a JSON-able dict for one run.
 
 Every run gets a fresh directory (database, daemon log); the daemon runs with
 its default configuration (signing, attempt records, metrics, JSON logs to a
