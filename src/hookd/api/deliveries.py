@@ -15,15 +15,15 @@ from hookd.api.inputs import (
     parse_timestamp,
     path_id,
     query,
-    read_json,
-    require_object,
+    read_body,
 )
 from hookd.api.serialize import delivery_json, page, success
 from hookd.api.tasks import finish_even_if_cancelled
+from hookd.bodies import EmptyReplayRequest, EventType
 from hookd.ids import is_id
 from hookd.models import ClaimedDelivery, Status
 from hookd.storage import DeliveryFilter
-from hookd.validation import validate_event_type
+from hookd.validation import read
 
 LIST_PARAMS = ("limit", "cursor", "status", "webhookId", "eventType", "since", "until")
 
@@ -42,7 +42,7 @@ def _filter(params: dict[str, str]) -> DeliveryFilter:
         raise bad_request("webhookId", "must be a webhook id (24 lowercase hex characters)")
     event_type = params.get("eventType")
     if event_type is not None:
-        validate_event_type(event_type, "eventType")
+        read(EventType, event_type, "eventType")
     since = parse_timestamp(params["since"], "since") if "since" in params else None
     until = parse_timestamp(params["until"], "until") if "until" in params else None
     if since is not None and until is not None and until < since:
@@ -99,10 +99,7 @@ async def replay_delivery(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     delivery_id = path_id(request)
     query(request)
-    body = await read_json(request, required=False)
-    if body is not None:
-        for key in require_object(body):
-            raise bad_request(key[:64], "unknown field; this action takes no fields")
+    await read_body(request, EmptyReplayRequest | None)
     workspace = principal(request).workspace_id
     delivery = await ctx.store.get_delivery(workspace, delivery_id)
     if delivery is None:

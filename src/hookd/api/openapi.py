@@ -18,13 +18,12 @@ from aiohttp import web
 from hookd import __version__
 from hookd.api.auth import API_KEY_HEADER, WORKSPACE_HEADER
 from hookd.api.context import CONTEXT
-from hookd.api.inputs import DEFAULT_LIMIT, MAX_CURSOR_CHARS, MAX_DEPTH, MAX_LIMIT, MIN_LIMIT
-from hookd.config import MAX_RETRY_ATTEMPTS, MIN_TIMEOUT_MS, Config
-from hookd.models import Status
-from hookd.validation import (
+from hookd.api.inputs import DEFAULT_LIMIT, MAX_CURSOR_CHARS, MAX_LIMIT, MIN_LIMIT
+from hookd.bodies import (
     DEFAULT_RETRY_ATTEMPTS,
     DEFAULT_TIMEOUT_MS,
     MAX_BATCH_EVENTS,
+    MAX_DEPTH,
     MAX_EVENT_TYPE_CHARS,
     MAX_EVENTS,
     MAX_IDEMPOTENCY_KEY_CHARS,
@@ -32,6 +31,8 @@ from hookd.validation import (
     MAX_URL_CHARS,
     MIN_SECRET_CHARS,
 )
+from hookd.config import MAX_RETRY_ATTEMPTS, MIN_TIMEOUT_MS, Config
+from hookd.models import Status
 
 JSON = "application/json"
 ID_PATTERN = "^[0-9a-f]{24}$"

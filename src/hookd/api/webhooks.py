@@ -15,36 +15,26 @@ from hookd.api.inputs import (
     parse_timestamp,
     path_id,
     query,
-    read_json,
-    require_object,
+    read_body,
 )
 from hookd.api.serialize import page, success, webhook_json
 from hookd.api.tasks import finish_even_if_cancelled
+from hookd.bodies import BulkReplayRequest, EmptyRequest, webhook_bodies
 from hookd.lifecycle import Counters, test_send_result
 from hookd.models import Webhook
 from hookd.policy import Outcome, classify
 from hookd.scheduler import attempt_record
-from hookd.validation import validate_new_webhook, validate_webhook_update
+from hookd.validation import webhook_changes, webhook_fields
 
 TEST_EVENT_TYPE = "test"
-
-
-def _reject_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
-    for key in body:
-        if key not in allowed:
-            allowed_text = ", ".join(sorted(allowed)) or "none"
-            raise bad_request(key[:64], f"unknown field; allowed: {allowed_text}")
 
 
 async def create_webhook(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     who = principal(request)
     query(request)
-    fields = validate_new_webhook(
-        await read_json(request),
-        max_timeout_ms=ctx.config.delivery.max_timeout_ms,
-        allow_networks=ctx.config.delivery.allow_networks,
-    )
+    create, _ = webhook_bodies(ctx.config.delivery.max_timeout_ms)
+    fields = webhook_fields(await read_body(request, create), ctx.config.delivery.allow_networks)
     webhook = await ctx.store.create_webhook(fields.new_webhook(who.workspace_id, who.owner))
     # The only answer that ever shows the whole secret.
     return success(
@@ -83,11 +73,8 @@ async def update_webhook(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     webhook_id = path_id(request)
     query(request)
-    changes = validate_webhook_update(
-        await read_json(request),
-        max_timeout_ms=ctx.config.delivery.max_timeout_ms,
-        allow_networks=ctx.config.delivery.allow_networks,
-    )
+    _, update = webhook_bodies(ctx.config.delivery.max_timeout_ms)
+    changes = webhook_changes(await read_body(request, update), ctx.config.delivery.allow_networks)
     webhook = await ctx.store.update_webhook(
         principal(request).workspace_id,
         webhook_id,
@@ -108,17 +95,6 @@ async def delete_webhook(request: web.Request) -> web.Response:
     if not await ctx.store.delete_webhook(principal(request).workspace_id, webhook_id):
         raise not_found()
     return success({"_id": webhook_id, "deleted": True})
-
-
-async def _empty_body(
-    request: web.Request, allowed: frozenset[str] = frozenset()
-) -> dict[str, Any]:
-    body = await read_json(request, required=False)
-    if body is None:
-        return {}
-    obj = require_object(body)
-    _reject_fields(obj, allowed)
-    return obj
 
 
 async def _send_test(ctx: AppContext, webhook: Webhook) -> dict[str, Any]:
@@ -150,7 +126,7 @@ async def test_webhook(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     webhook_id = path_id(request)
     query(request)
-    await _empty_body(request)
+    await read_body(request, EmptyRequest | None)
     # Inactive webhooks can be tested too: that is how one checks an endpoint
     # before switching it back on.
     webhook = await _own_webhook(request, ctx, webhook_id)
@@ -161,8 +137,8 @@ async def replay_webhook(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     webhook_id = path_id(request)
     query(request)
-    body = await _empty_body(request, frozenset({"since"}))
-    since_ms = parse_timestamp(body["since"], "since") if "since" in body else None
+    body = await read_body(request, BulkReplayRequest | None) or BulkReplayRequest()
+    since_ms = parse_timestamp(body.since, "since") if isinstance(body.since, str) else None
     count = await ctx.store.replay_webhook(principal(request).workspace_id, webhook_id, since_ms)
     if count is None:
         raise not_found()
