@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
+from msgspec import UNSET
 
 from hookd.api.auth import principal
 from hookd.api.context import CONTEXT, AppContext
@@ -17,7 +16,13 @@ from hookd.api.inputs import (
     query,
     read_body,
 )
-from hookd.api.serialize import delivery_json, page, success
+from hookd.api.serialize import (
+    ReplayResult,
+    page,
+    show_delivery,
+    show_delivery_with_attempts,
+    success,
+)
 from hookd.api.tasks import finish_even_if_cancelled
 from hookd.bodies import EmptyReplayRequest, EventType
 from hookd.ids import is_id
@@ -61,7 +66,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
         )
     except ValueError:
         raise bad_request("cursor", "is not a cursor returned by this list") from None
-    return page([delivery_json(d) for d in result.items], result.next_cursor)
+    return page([show_delivery(d) for d in result.items], result.next_cursor)
 
 
 async def get_delivery(request: web.Request) -> web.Response:
@@ -72,10 +77,10 @@ async def get_delivery(request: web.Request) -> web.Response:
     if delivery is None:
         raise not_found()
     attempts = await ctx.store.list_attempts(delivery.id)
-    return success(delivery_json(delivery, attempts))
+    return success(show_delivery_with_attempts(delivery, attempts))
 
 
-async def _attempt(ctx: AppContext, claim: ClaimedDelivery) -> dict[str, Any]:
+async def _attempt(ctx: AppContext, claim: ClaimedDelivery) -> ReplayResult:
     report = await ctx.scheduler.attempt(claim)
     # Later retries, if any, belong to the scheduler.
     ctx.scheduler.wake()
@@ -84,15 +89,14 @@ async def _attempt(ctx: AppContext, claim: ClaimedDelivery) -> dict[str, Any]:
         # Someone else moved the delivery meanwhile (e.g. its webhook was deleted).
         current = await ctx.store.get_delivery(claim.workspace_id, claim.delivery_id)
         status = current.status if current is not None else status
-    data: dict[str, Any] = {
-        "deliveryId": claim.delivery_id,
-        "status": status.value,
-        "httpStatusCode": report.result.status_code,
-        "responseBody": report.result.body,
-    }
-    if report.result.error_text is not None:
-        data["error"] = report.result.error_text
-    return data
+    error = report.result.error_text
+    return ReplayResult(
+        delivery_id=claim.delivery_id,
+        status=status.value,
+        http_status_code=report.result.status_code,
+        response_body=report.result.body,
+        error=error if error is not None else UNSET,
+    )
 
 
 async def replay_delivery(request: web.Request) -> web.Response:
@@ -124,12 +128,12 @@ async def replay_delivery(request: web.Request) -> web.Response:
     # Replayed without a claim: its webhook is inactive or paused by a 429, so
     # the delivery waits in the queue like the rest of that endpoint's work.
     return success(
-        {
-            "deliveryId": delivery_id,
-            "status": Status.PENDING.value,
-            "httpStatusCode": None,
-            "responseBody": None,
-        }
+        ReplayResult(
+            delivery_id=delivery_id,
+            status=Status.PENDING.value,
+            http_status_code=None,
+            response_body=None,
+        )
     )
 
 

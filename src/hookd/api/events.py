@@ -11,7 +11,7 @@ from hookd.api.auth import principal
 from hookd.api.context import CONTEXT
 from hookd.api.errors import ApiError, bad_request
 from hookd.api.inputs import query, read_body
-from hookd.api.serialize import event_json, success
+from hookd.api.serialize import show_event, success
 from hookd.bodies import EventBatchCreate, EventCreate, IdempotencyKey
 from hookd.storage import IdempotencyConflict
 from hookd.storage.base import NewEvent
@@ -62,7 +62,7 @@ async def ingest_event(request: web.Request) -> web.Response:
     elif result.delivery_ids:
         ctx.scheduler.wake()
     return success(
-        event_json(result.event, result.delivery_ids, result.duplicate),
+        show_event(result.event, result.delivery_ids, result.duplicate),
         status=202,
         headers=headers,
     )
@@ -100,7 +100,7 @@ async def ingest_batch(request: web.Request) -> web.Response:
     if created:
         ctx.scheduler.wake()
     return success(
-        [event_json(r.event, r.delivery_ids, r.duplicate) for r in results],
+        [show_event(r.event, r.delivery_ids, r.duplicate) for r in results],
         status=202,
         # As on the single route: the whole answer is a replay of earlier ones.
         headers={REPLAYED_HEADER: "true"} if replayed else {},
