@@ -83,22 +83,24 @@ EventPattern = Annotated[
         ),
     ),
 ]
-_KEY_LENGTH = f"must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"
+
+
+def sized(low: int, high: int, chars: str, problem: str) -> Meta:
+    """A string of ``low`` to ``high`` characters, each in the class ``chars``."""
+    length = f"must be {low} to {high} characters"
+    return Meta(
+        min_length=low,
+        max_length=high,
+        pattern=whole(f"{chars}+"),
+        extra=problems(min_length=length, max_length=length, pattern=problem),
+    )
+
+
 # Printable ASCII only: the key also travels as an HTTP header.
 IdempotencyKey = Annotated[
     str,
-    Meta(
-        min_length=1,
-        max_length=MAX_IDEMPOTENCY_KEY_CHARS,
-        pattern=whole(r"[\x21-\x7e]+"),
-        extra=problems(
-            min_length=_KEY_LENGTH,
-            max_length=_KEY_LENGTH,
-            pattern="must be printable ASCII without spaces",
-        ),
-    ),
+    sized(1, MAX_IDEMPOTENCY_KEY_CHARS, r"[\x21-\x7e]", "must be printable ASCII without spaces"),
 ]
-
 Name = Annotated[
     str,
     Meta(
@@ -129,22 +131,17 @@ EventPatterns = Annotated[
         extra=problems(type="must be a list of event types"),
     ),
 ]
-_SECRET_LENGTH = f"must be {MIN_SECRET_CHARS} to {MAX_SECRET_CHARS} characters"
 _SECRET = (
     "HMAC signing secret; the UTF-8 bytes are the key, except `whsec_<base64>` whose"
     " decoded bytes are (the base64 must be valid)"
 )
 Secret = Annotated[
     str,
-    Meta(
-        min_length=MIN_SECRET_CHARS,
-        max_length=MAX_SECRET_CHARS,
-        pattern=whole(r"[^\x00-\x20\x7f]+"),
-        extra=problems(
-            min_length=_SECRET_LENGTH,
-            max_length=_SECRET_LENGTH,
-            pattern="must not contain whitespace or control characters",
-        ),
+    sized(
+        MIN_SECRET_CHARS,
+        MAX_SECRET_CHARS,
+        r"[^\x00-\x20\x7f]",
+        "must not contain whitespace or control characters",
     ),
 ]
 RetryAttempts = Annotated[int, Meta(ge=0, le=MAX_RETRY_ATTEMPTS)]
@@ -154,7 +151,7 @@ def _timeout_ms(most: int) -> Meta:
     return Meta(ge=MIN_TIMEOUT_MS, le=most)
 
 
-class Body(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+class Body(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
     """A request body: camelCase on the wire, unknown fields refused.
 
     Defaults are omitted when encoding: the check for repeated keys

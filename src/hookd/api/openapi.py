@@ -205,48 +205,62 @@ def _webhook_routes(p: Paths, config: Config) -> None:
     location = {"Location": {"required": True, "schema": {"type": "string"}}}
     created = p.answer(shown, "created; the only answer with the full secret", headers=location)
     p.op("post /v1/webhooks", "createWebhook", "Create a webhook", {"201": created}, body=create)
+    listed = p.answer(out.Page[out.Webhook], "a page of webhooks, secrets masked")
+    page = (_param("Limit"), _param("Cursor"))
     p.op(
         "get /v1/webhooks",
         "listWebhooks",
         "List webhooks (oldest first)",
-        {"200": p.answer(out.Page[out.Webhook], "a page of webhooks, secrets masked")},
-        parameters=(_param("Limit"), _param("Cursor")),
+        {"200": listed},
+        parameters=page,
     )
-    p.op(
-        "get /v1/webhooks/{id}",
-        "getWebhook",
-        "Get a webhook",
-        {"200": p.answer(shown, "the webhook, secret masked")},
-    )
-    p.op(
-        "patch /v1/webhooks/{id}",
-        "updateWebhook",
-        "Update a webhook (only the fields given)",
-        {"200": p.answer(shown, "the updated webhook, secret masked")},
-        body=update,
-        description="A new secret signs alongside the previous one for"
-        f" {config.delivery.secret_grace_seconds:g} s (delivery.secret_grace_seconds).",
-    )
-    p.op(
-        "delete /v1/webhooks/{id}",
-        "deleteWebhook",
-        "Delete a webhook; its unfinished deliveries end as dead_letter",
-        {"200": p.answer(out.Success[out.WebhookDeleted], "deleted")},
-    )
-    p.op(
-        "post /v1/webhooks/{id}/test",
-        "testWebhook",
-        "Send a signed test payload synchronously (X-Webhook-Event: test)",
-        {"200": p.answer(out.Success[out.TestResult], "the outcome of the single attempt")},
-        body=EmptyRequest | None,
-    )
-    p.op(
-        "post /v1/webhooks/{id}/replay",
-        "replayWebhook",
-        "Put every dead_letter delivery of the webhook back to pending",
-        {"200": p.answer(out.Success[out.BulkReplay], "how many were queued")},
-        body=BulkReplayRequest | None,
-    )
+    grace = config.delivery.secret_grace_seconds
+    # route, operationId, summary, the 200 answer's shape and description, the body
+    rows: list[tuple[str, str, str, Any, str, Any]] = [
+        (
+            "get /v1/webhooks/{id}",
+            "getWebhook",
+            "Get a webhook",
+            shown,
+            "the webhook, secret masked",
+            None,
+        ),
+        (
+            "patch /v1/webhooks/{id}",
+            "updateWebhook",
+            "Update a webhook (only the fields given); a new secret signs alongside the previous"
+            f" one for {grace:g} s (delivery.secret_grace_seconds)",
+            shown,
+            "the updated webhook, secret masked",
+            update,
+        ),
+        (
+            "delete /v1/webhooks/{id}",
+            "deleteWebhook",
+            "Delete a webhook; its unfinished deliveries end as dead_letter",
+            out.Success[out.WebhookDeleted],
+            "deleted",
+            None,
+        ),
+        (
+            "post /v1/webhooks/{id}/test",
+            "testWebhook",
+            "Send a signed test payload synchronously (X-Webhook-Event: test)",
+            out.Success[out.TestResult],
+            "the outcome of the single attempt",
+            EmptyRequest | None,
+        ),
+        (
+            "post /v1/webhooks/{id}/replay",
+            "replayWebhook",
+            "Put every dead_letter delivery of the webhook back to pending",
+            out.Success[out.BulkReplay],
+            "how many were queued",
+            BulkReplayRequest | None,
+        ),
+    ]
+    for route, op_id, summary, shape, answer, body in rows:
+        p.op(route, op_id, summary, {"200": p.answer(shape, answer)}, body=body)
 
 
 def _event_routes(p: Paths) -> None:

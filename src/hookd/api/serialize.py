@@ -55,7 +55,7 @@ class Answer(Struct, forbid_unknown_fields=True):
     """
 
 
-class Shown(Answer, rename="camel", omit_defaults=True, kw_only=True):
+class Shown(Answer, rename="camel", omit_defaults=True):
     """An answer's object: camelCase on the wire, ``UNSET`` fields left out."""
 
 
@@ -328,14 +328,10 @@ def _event_time(ms: int) -> str:
 
 
 def show_event(e: models.Event, delivery_ids: Sequence[str], duplicate: bool) -> EventAccepted:
+    # Positional, in the declared order: the ingest route's answer, built for every event.
+    created_at = _event_time(e.created_at)
     return EventAccepted(
-        id=e.id,
-        workspace_id=e.workspace_id,
-        type=e.type,
-        idempotency_key=e.idempotency_key,
-        created_at=_event_time(e.created_at),
-        delivery_ids=list(delivery_ids),
-        duplicate=duplicate,
+        e.id, e.workspace_id, e.type, e.idempotency_key, created_at, list(delivery_ids), duplicate
     )
 
 
