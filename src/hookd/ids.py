@@ -8,6 +8,7 @@ reference documents.
 from __future__ import annotations
 
 import random
+import re
 import secrets
 import threading
 from datetime import UTC, datetime
@@ -40,8 +41,12 @@ def new_id(now_ms: int) -> str:
     return seconds.to_bytes(4, "big").hex() + tail.to_bytes(8, "big").hex()
 
 
+ID_REGEX = "[0-9a-f]{24}"
+_ID = re.compile(ID_REGEX)
+
+
 def is_id(value: str) -> bool:
-    return len(value) == 24 and all(c in "0123456789abcdef" for c in value)
+    return _ID.fullmatch(value) is not None
 
 
 def iso_ms(ms: int) -> str:

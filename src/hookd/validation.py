@@ -1,37 +1,41 @@
-"""Validation of webhook and event input, shared by the API and the CLI.
+"""Checking what a client sent against :mod:`hookd.bodies`, shared by the API and the CLI.
 
-Every rejection is a :class:`ValidationError` naming the offending field in
-the API's camelCase, so the 400 body can say exactly what to fix.
+The declarations do the checking (``msgspec``); this module turns their
+failures into a :class:`ValidationError` naming the offending field in the
+API's camelCase, so the 400 body can say exactly what to fix, and holds the
+rules JSON Schema cannot express, applied after decoding.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
-from hookd.config import MAX_RETRY_ATTEMPTS, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS
-from hookd.models import NewWebhook, WebhookStatus
+import msgspec
+import msgspec.inspect as mi
+from msgspec import UNSET, UnsetType
+
+from hookd.bodies import (
+    MAX_EVENT_TYPE_CHARS,
+    MAX_NAME_CHARS,
+    WILDCARD,
+    WebhookCreate,
+    WebhookUpdate,
+    webhook_bodies,
+)
+from hookd.config import MAX_TIMEOUT_MS
+from hookd.models import NewWebhook
 from hookd.sender.addresses import AddressPolicy, destination_problem
 from hookd.sender.signing import is_valid_whsec
 from hookd.storage.base import WebhookChanges
 
-DEFAULT_RETRY_ATTEMPTS = 3
-DEFAULT_TIMEOUT_MS = 10_000
-MAX_NAME_CHARS = 200
-MAX_URL_CHARS = 2048
-MAX_EVENTS = 100
-MAX_SECRET_CHARS = 512
-MIN_SECRET_CHARS = 8
-# Event types: dotted words, e.g. "email.replied"; a pattern may end in ".*" or be "*".
-EVENT_TYPE_RE = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
-MAX_EVENT_TYPE_CHARS = 200
-
-WEBHOOK_CREATE_FIELDS = frozenset({"name", "url", "events", "secret", "retryAttempts", "timeoutMs"})
-WEBHOOK_UPDATE_FIELDS = WEBHOOK_CREATE_FIELDS | {"status"}
+S = TypeVar("S", bound=msgspec.Struct)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class ValidationError(Exception):
@@ -39,6 +43,131 @@ class ValidationError(Exception):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+# -- the declarations' failures, in the API's words ------------------------------------
+
+_AT = re.compile(r"^(?P<text>.*) - at `\$(?P<path>.*)`$", re.DOTALL)
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_FAILURES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (kind, re.compile(pattern, re.DOTALL))
+    for kind, pattern in (
+        ("type", r"^Expected `(?P<want>[^`]*)`, got `[^`]*`$"),
+        ("min_length", r"^Expected `(?P<want>str|array|object)` of length >= (?P<n>\d+)$"),
+        ("max_length", r"^Expected `(?P<want>str|array|object)` of length <= (?P<n>\d+)$"),
+        ("ge", r"^Expected `(?P<want>int|float)` >= (?P<n>-?[\d.]+)$"),
+        ("le", r"^Expected `(?P<want>int|float)` <= (?P<n>-?[\d.]+)$"),
+        ("pattern", r"^Expected `str` matching regex "),
+        ("enum", r"^Invalid enum value "),
+        ("missing", r"^Object missing required field `(?P<name>.*)`$"),
+        ("unknown", r"^Object contains unknown field `(?P<name>.*)`$"),
+    )
+)
+_TYPE_WORDS = (
+    ("str", "must be a string"),
+    ("int", "must be an integer"),
+    ("object", "must be a JSON object"),
+    ("array", "must be a list"),
+    ("bool", "must be true or false"),
+)
+
+
+def _declared(shape: Any, path: str) -> tuple[mi.Type, dict[str, str]]:
+    """What ``shape`` declares at ``path`` (``.events[3].type``) and its own messages."""
+    info, messages = _unwrap(mi.type_info(shape))
+    for name, _index in _STEP.findall(path):
+        if name and isinstance(info, mi.StructType):
+            by_name = {f.encode_name: f.type for f in info.fields}
+            info, messages = _unwrap(by_name[name])
+        elif not name and isinstance(info, mi.ListType):
+            info, messages = _unwrap(info.item_type)
+    return info, messages
+
+
+def _unwrap(info: mi.Type) -> tuple[mi.Type, dict[str, str]]:
+    messages: dict[str, str] = {}
+    while True:
+        if isinstance(info, mi.Metadata):
+            messages = {**(info.extra or {}).get("messages", {}), **messages}
+            info = info.type
+        elif isinstance(info, mi.UnionType):
+            info = next(t for t in info.types if not isinstance(t, mi.NoneType))
+        else:
+            return info, messages
+
+
+def _failure(text: str) -> tuple[str, re.Match[str] | None]:
+    for kind, pattern in _FAILURES:
+        if found := pattern.match(text):
+            return kind, found
+    return "other", None
+
+
+def invalid(exc: msgspec.ValidationError, shape: Any, root: str = "body") -> ValidationError:
+    """``exc`` (raised decoding ``shape``) as the field to blame and what is wrong with it.
+
+    msgspec says what failed in a sentence ("Expected `int` >= 0 - at `$.retryAttempts`");
+    the constraint that failed is looked up in the declaration, whose ``extra`` may
+    hold the message to show (:func:`hookd.bodies.problems`).
+    """
+    text, path = str(exc), ""
+    if located := _AT.match(text):
+        text, path = located["text"], located["path"]
+    kind, found = _failure(text)
+    info, messages = _declared(shape, path)
+    # Missing and unknown fields are named in the text, the path being their object's.
+    name = found["name"][:64] if found is not None and "name" in found.groupdict() else ""
+    inner = path.removeprefix(".")
+    field = (f"{inner}.{name}" if inner else name) if name else (inner or root)
+    if kind in messages:
+        return ValidationError(field, messages[kind])
+    if found is None:
+        return ValidationError(field, f"is invalid: {text}")
+    return ValidationError(field, _generic(kind, found, info))
+
+
+def _generic(kind: str, found: re.Match[str], info: mi.Type) -> str:
+    if kind == "type":
+        want = found["want"]
+        return next((text for word, text in _TYPE_WORDS if word in want), f"must be {want}")
+    if kind == "min_length":
+        if found["n"] == "1":
+            return "must not be empty"
+        unit = "characters" if found["want"] == "str" else "entries"
+        return f"must have at least {found['n']} {unit}"
+    if kind == "max_length":
+        if found["want"] == "str":
+            return f"must be at most {found['n']} characters"
+        return f"must have at most {found['n']} entries"
+    if kind in ("ge", "le"):
+        low, high = getattr(info, "ge", None), getattr(info, "le", None)
+        if low is not None and high is not None:
+            return f"must be between {low} and {high}"
+        return f"must be at least {low}" if kind == "ge" else f"must be at most {high}"
+    if kind == "enum" and isinstance(info, mi.EnumType):
+        values = [f"'{member.value}'" for member in info.cls]
+        return f"must be {', '.join(values[:-1])} or {values[-1]}"
+    if kind == "missing":
+        return "is required"
+    if kind == "unknown":
+        names = sorted(f.encode_name for f in getattr(info, "fields", ()))
+        return f"unknown field; allowed: {', '.join(names) or 'none'}"
+    return f"is invalid: {found.string}"
+
+
+@overload
+def read(shape: type[S], value: Any, root: str = "body") -> S: ...
+@overload
+def read(shape: Any, value: Any, root: str = "body") -> Any: ...
+def read(shape: Any, value: Any, root: str = "body") -> Any:
+    """``value`` (Python data, as the CLI has it) checked against ``shape``."""
+    try:
+        return msgspec.convert(value, shape)
+    except msgspec.ValidationError as exc:
+        raise invalid(exc, shape, root) from None
+
+
+# -- rules JSON Schema cannot express, applied after decoding ---------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,32 +193,25 @@ class WebhookFields:
         )
 
 
-def _reject_unknown(body: dict[str, Any], allowed: frozenset[str]) -> None:
-    for key in body:
-        if key not in allowed:
-            raise ValidationError(key, f"unknown field; allowed: {', '.join(sorted(allowed))}")
-
-
-def validate_name(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValidationError("name", "must be a string")
-    name = value.strip()
-    if not name:
+def name(value: str) -> str:
+    """A webhook's name, trimmed; its length and characters count after trimming."""
+    trimmed = value.strip()
+    if not trimmed:
         raise ValidationError("name", "must not be empty")
-    if len(name) > MAX_NAME_CHARS:
+    if len(trimmed) > MAX_NAME_CHARS:
         raise ValidationError("name", f"must be at most {MAX_NAME_CHARS} characters")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in trimmed):
         raise ValidationError("name", "must not contain control characters")
-    return name
+    return trimmed
 
 
-def validate_url(value: Any, field: str = "url") -> str:
-    if not isinstance(value, str):
-        raise ValidationError(field, "must be a string")
-    if not value:
-        raise ValidationError(field, "must not be empty")
-    if len(value) > MAX_URL_CHARS:
-        raise ValidationError(field, f"must be at most {MAX_URL_CHARS} characters")
+def url(value: str, allow_networks: Iterable[str], field: str = "url") -> str:
+    """The parts of an http(s) URL the declaration's pattern cannot check, and its destination.
+
+    The destination check refuses a URL that obviously leads to internal
+    space (no DNS; see sender.addresses): a courtesy to the user, as the
+    check that counts runs at connect time.
+    """
     if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in value):
         raise ValidationError(field, "must not contain whitespace or control characters (CR/LF)")
     try:
@@ -97,8 +219,6 @@ def validate_url(value: Any, field: str = "url") -> str:
         port = parts.port
     except ValueError as exc:
         raise ValidationError(field, f"is not a valid URL: {exc}") from None
-    if parts.scheme.lower() not in ("http", "https"):
-        raise ValidationError(field, "must be an absolute http:// or https:// URL")
     if not parts.hostname:
         raise ValidationError(field, "must be an absolute URL with a host")
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
@@ -107,221 +227,74 @@ def validate_url(value: Any, field: str = "url") -> str:
         raise ValidationError(field, "port must be between 1 and 65535")
     if parts.fragment:
         raise ValidationError(field, "must not contain a fragment (#...)")
-    return value
-
-
-def validate_destination(url: str, allow_networks: Iterable[str], field: str = "url") -> str:
-    """Refuse a URL that obviously leads to internal space (no DNS; see sender.addresses).
-
-    A courtesy to the user: the check that counts runs at connect time.
-    """
-    problem = destination_problem(url, AddressPolicy(allow_networks))
+    problem = destination_problem(value, AddressPolicy(allow_networks))
     if problem is not None:
         raise ValidationError(field, problem)
-    return url
-
-
-def validate_event_type(value: Any, field: str = "type") -> str:
-    if not isinstance(value, str):
-        raise ValidationError(field, "must be a string")
-    if not value:
-        raise ValidationError(field, "must not be empty")
-    if len(value) > MAX_EVENT_TYPE_CHARS:
-        raise ValidationError(field, f"must be at most {MAX_EVENT_TYPE_CHARS} characters")
-    # fullmatch: "$" in a pattern also matches before a trailing newline.
-    if not EVENT_TYPE_RE.fullmatch(value):
-        raise ValidationError(field, "must be dotted words of letters, digits, '_' or '-'")
     return value
 
 
-def validate_events(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise ValidationError("events", "must be a list of event types")
-    if not value:
-        raise ValidationError("events", "must not be empty")
-    if len(value) > MAX_EVENTS:
-        raise ValidationError("events", f"must have at most {MAX_EVENTS} entries")
-    out: list[str] = []
-    for i, item in enumerate(value):
-        field = f"events[{i}]"
-        if not isinstance(item, str):
-            raise ValidationError(field, "must be a string")
-        if item == "*":
-            pattern = item
-        elif item.endswith(".*"):
-            validate_event_type(item[:-2], field)
-            pattern = item
-        else:
-            pattern = validate_event_type(item, field)
-        if pattern not in out:
-            out.append(pattern)
-    return tuple(out)
+def subscriptions(patterns: list[str]) -> tuple[str, ...]:
+    """Event patterns without repeats; an exact type is as long as a wildcard's prefix may be."""
+    for i, pattern in enumerate(patterns):
+        if not pattern.endswith(WILDCARD) and len(pattern) > MAX_EVENT_TYPE_CHARS:
+            raise ValidationError(
+                f"events[{i}]", f"must be at most {MAX_EVENT_TYPE_CHARS} characters"
+            )
+    return tuple(dict.fromkeys(patterns))
 
 
-def validate_secret(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValidationError("secret", "must be a string")
-    if not MIN_SECRET_CHARS <= len(value) <= MAX_SECRET_CHARS:
-        raise ValidationError(
-            "secret", f"must be {MIN_SECRET_CHARS} to {MAX_SECRET_CHARS} characters"
-        )
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
-        raise ValidationError("secret", "must not contain whitespace or control characters")
+def secret(value: str) -> str:
     if not is_valid_whsec(value):
         raise ValidationError("secret", "whsec_ secrets must be followed by valid base64")
     return value
 
 
-def validate_int(value: Any, field: str, low: int, high: int) -> int:
-    # bool is an int in Python; true/false for a count is a client bug.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(field, "must be an integer")
-    if not low <= value <= high:
-        raise ValidationError(field, f"must be between {low} and {high}")
-    return value
+def webhook_fields(body: WebhookCreate, allow_networks: Iterable[str] = ()) -> WebhookFields:
+    return WebhookFields(
+        name=name(body.name),
+        url=url(body.url, allow_networks),
+        events=subscriptions(body.events),
+        secret=secret(body.secret) if body.secret is not None else None,
+        retry_attempts=body.retry_attempts,
+        timeout_ms=body.timeout_ms,
+    )
+
+
+def _given(value: T | UnsetType) -> T | None:
+    return None if isinstance(value, UnsetType) else value
+
+
+def _checked(value: T | UnsetType, check: Callable[[T], R]) -> R | None:
+    return None if isinstance(value, UnsetType) else check(value)
+
+
+def webhook_changes(body: WebhookUpdate, allow_networks: Iterable[str] = ()) -> WebhookChanges:
+    """A PATCH body: only the fields given change."""
+    if all(value is UNSET for value in msgspec.structs.astuple(body)):
+        # An empty PATCH is almost always a client bug (wrong body sent); say so
+        # rather than bumping updatedAt for nothing.
+        raise ValidationError("body", "must name at least one field to change")
+    return WebhookChanges(
+        name=_checked(body.name, name),
+        url=_checked(body.url, lambda value: url(value, allow_networks)),
+        events=_checked(body.events, subscriptions),
+        secret=_checked(body.secret, secret),
+        retry_attempts=_given(body.retry_attempts),
+        timeout_ms=_given(body.timeout_ms),
+        status=_given(body.status),
+    )
 
 
 def validate_new_webhook(
     body: Any, max_timeout_ms: int = MAX_TIMEOUT_MS, allow_networks: Iterable[str] = ()
 ) -> WebhookFields:
-    if not isinstance(body, dict):
-        raise ValidationError("body", "must be a JSON object")
-    _reject_unknown(body, WEBHOOK_CREATE_FIELDS)
-    for required in ("name", "url", "events"):
-        if required not in body:
-            raise ValidationError(required, "is required")
-    return WebhookFields(
-        name=validate_name(body["name"]),
-        url=validate_destination(validate_url(body["url"]), allow_networks),
-        events=validate_events(body["events"]),
-        secret=validate_secret(body["secret"]) if body.get("secret") is not None else None,
-        retry_attempts=validate_int(
-            body.get("retryAttempts", DEFAULT_RETRY_ATTEMPTS),
-            "retryAttempts",
-            0,
-            MAX_RETRY_ATTEMPTS,
-        ),
-        timeout_ms=validate_int(
-            body.get("timeoutMs", min(DEFAULT_TIMEOUT_MS, max_timeout_ms)),
-            "timeoutMs",
-            MIN_TIMEOUT_MS,
-            max_timeout_ms,
-        ),
-    )
-
-
-def validate_status(value: Any) -> WebhookStatus:
-    if not isinstance(value, str):
-        raise ValidationError("status", "must be a string")
-    try:
-        return WebhookStatus(value)
-    except ValueError:
-        raise ValidationError("status", "must be 'active' or 'inactive'") from None
+    """A webhook to create from Python data (the CLI's); the API decodes JSON instead."""
+    create, _ = webhook_bodies(max_timeout_ms)
+    return webhook_fields(read(create, body), allow_networks)
 
 
 def validate_webhook_update(
     body: Any, max_timeout_ms: int = MAX_TIMEOUT_MS, allow_networks: Iterable[str] = ()
 ) -> WebhookChanges:
-    """A PATCH body: only the fields given change; ``null`` is never "unset"."""
-    if not isinstance(body, dict):
-        raise ValidationError("body", "must be a JSON object")
-    _reject_unknown(body, WEBHOOK_UPDATE_FIELDS)
-    if not body:
-        # An empty PATCH is almost always a client bug (wrong body sent); say so
-        # rather than bumping updatedAt for nothing.
-        raise ValidationError("body", "must name at least one field to change")
-    return WebhookChanges(
-        name=validate_name(body["name"]) if "name" in body else None,
-        url=(
-            validate_destination(validate_url(body["url"]), allow_networks)
-            if "url" in body
-            else None
-        ),
-        events=validate_events(body["events"]) if "events" in body else None,
-        secret=validate_secret(body["secret"]) if "secret" in body else None,
-        retry_attempts=(
-            validate_int(body["retryAttempts"], "retryAttempts", 0, MAX_RETRY_ATTEMPTS)
-            if "retryAttempts" in body
-            else None
-        ),
-        timeout_ms=(
-            validate_int(body["timeoutMs"], "timeoutMs", MIN_TIMEOUT_MS, max_timeout_ms)
-            if "timeoutMs" in body
-            else None
-        ),
-        status=validate_status(body["status"]) if "status" in body else None,
-    )
-
-
-EVENT_FIELDS = frozenset({"type", "data", "idempotencyKey"})
-MAX_IDEMPOTENCY_KEY_CHARS = 255
-
-
-@dataclass(frozen=True, slots=True)
-class EventFields:
-    type: str
-    data: Any
-    idempotency_key: str | None
-
-
-def validate_idempotency_key(value: Any, field: str = "idempotencyKey") -> str:
-    if not isinstance(value, str):
-        raise ValidationError(field, "must be a string")
-    if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY_CHARS:
-        raise ValidationError(field, f"must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
-    # Printable ASCII only: the key also travels as an HTTP header.
-    if any(not 0x21 <= ord(c) <= 0x7E for c in value):
-        raise ValidationError(field, "must be printable ASCII without spaces")
-    return value
-
-
-def validate_event_body(body: Any, where: str = "") -> EventFields:
-    """``POST /v1/events``: ``type`` (no wildcards), any JSON ``data``, optional key.
-
-    ``where`` names the event inside a larger body (``events[3]``), so that
-    every field in a rejection is named by its full path (``events[3].type``).
-    """
-    prefix = f"{where}." if where else ""
-    if not isinstance(body, dict):
-        raise ValidationError(where or "body", "must be a JSON object")
-    for name in body:
-        if name not in EVENT_FIELDS:
-            raise ValidationError(
-                prefix + name, f"unknown field; allowed: {', '.join(sorted(EVENT_FIELDS))}"
-            )
-    for required in ("type", "data"):
-        if required not in body:
-            raise ValidationError(prefix + required, "is required")
-    key = body.get("idempotencyKey")
-    return EventFields(
-        type=validate_event_type(body["type"], prefix + "type"),
-        data=body["data"],
-        idempotency_key=(
-            validate_idempotency_key(key, prefix + "idempotencyKey") if key is not None else None
-        ),
-    )
-
-
-BATCH_FIELDS = frozenset({"events"})
-MAX_BATCH_EVENTS = 500
-
-
-def validate_event_batch(body: Any, max_events: int = MAX_BATCH_EVENTS) -> list[EventFields]:
-    """``POST /v1/events/batch``: ``{"events": [event, ...]}``, 1 to ``max_events`` of them.
-
-    Every event is checked before anything is stored; the first problem found
-    names its event by index.
-    """
-    if not isinstance(body, dict):
-        raise ValidationError("body", "must be a JSON object")
-    _reject_unknown(body, BATCH_FIELDS)
-    if "events" not in body:
-        raise ValidationError("events", "is required")
-    events = body["events"]
-    if not isinstance(events, list):
-        raise ValidationError("events", "must be a list of events")
-    if not events:
-        raise ValidationError("events", "must not be empty")
-    if len(events) > max_events:
-        raise ValidationError("events", f"must have at most {max_events} entries")
-    return [validate_event_body(event, f"events[{i}]") for i, event in enumerate(events)]
+    _, update = webhook_bodies(max_timeout_ms)
+    return webhook_changes(read(update, body), allow_networks)

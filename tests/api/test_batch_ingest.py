@@ -17,13 +17,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from hookd.bodies import MAX_BATCH_EVENTS
 from hookd.clock import ManualClock
 from hookd.keys import generate_key
 from hookd.models import IngestResult, NewWebhook
 from hookd.storage import IdempotencyConflict
 from hookd.storage.base import NewEvent
 from hookd.storage.sqlite import SqliteStore
-from hookd.validation import MAX_BATCH_EVENTS
 from tests.api.conftest import MAX_BODY_BYTES, Api, Reply
 from tests.conftest import Receiver
 from tests.daemon_proc import DaemonProcess, query

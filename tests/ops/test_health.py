@@ -19,13 +19,15 @@ def test_probes_and_hookd_check_against_a_running_daemon(
     serve: Callable[..., Serve], db: Path
 ) -> None:
     daemon = serve()
-    assert http("GET", daemon.url("/healthz")) == (200, b'{"status": "ok"}')
+    status, body = http("GET", daemon.url("/healthz"))
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
     status, body = http("GET", daemon.url("/readyz"))
     assert (status, json.loads(body)) == (200, {"status": "ready"})
 
     env = clean_env(HOOKD_SERVER_LISTEN=daemon.listen[0], HOOKD_DATABASE_PATH=str(db))
     ready = run_hookd("check", env=env)
-    assert (ready.returncode, ready.stdout.strip()) == (0, '{"status": "ready"}'), ready.stderr
+    assert ready.returncode == 0, ready.stderr
+    assert json.loads(ready.stdout) == {"status": "ready"}
     live = run_hookd("check", "--live", env=env)
     assert live.returncode == 0, live.stderr
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
+from msgspec import UNSET
 
 from hookd.api.auth import principal
 from hookd.api.context import CONTEXT, AppContext
@@ -15,15 +14,21 @@ from hookd.api.inputs import (
     parse_timestamp,
     path_id,
     query,
-    read_json,
-    require_object,
+    read_body,
 )
-from hookd.api.serialize import delivery_json, page, success
+from hookd.api.serialize import (
+    ReplayResult,
+    page,
+    show_delivery,
+    show_delivery_with_attempts,
+    success,
+)
 from hookd.api.tasks import finish_even_if_cancelled
+from hookd.bodies import EmptyReplayRequest, EventType
 from hookd.ids import is_id
 from hookd.models import ClaimedDelivery, Status
 from hookd.storage import DeliveryFilter
-from hookd.validation import validate_event_type
+from hookd.validation import read
 
 LIST_PARAMS = ("limit", "cursor", "status", "webhookId", "eventType", "since", "until")
 
@@ -42,7 +47,7 @@ def _filter(params: dict[str, str]) -> DeliveryFilter:
         raise bad_request("webhookId", "must be a webhook id (24 lowercase hex characters)")
     event_type = params.get("eventType")
     if event_type is not None:
-        validate_event_type(event_type, "eventType")
+        read(EventType, event_type, "eventType")
     since = parse_timestamp(params["since"], "since") if "since" in params else None
     until = parse_timestamp(params["until"], "until") if "until" in params else None
     if since is not None and until is not None and until < since:
@@ -61,7 +66,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
         )
     except ValueError:
         raise bad_request("cursor", "is not a cursor returned by this list") from None
-    return page([delivery_json(d) for d in result.items], result.next_cursor)
+    return page([show_delivery(d) for d in result.items], result.next_cursor)
 
 
 async def get_delivery(request: web.Request) -> web.Response:
@@ -72,10 +77,10 @@ async def get_delivery(request: web.Request) -> web.Response:
     if delivery is None:
         raise not_found()
     attempts = await ctx.store.list_attempts(delivery.id)
-    return success(delivery_json(delivery, attempts))
+    return success(show_delivery_with_attempts(delivery, attempts))
 
 
-async def _attempt(ctx: AppContext, claim: ClaimedDelivery) -> dict[str, Any]:
+async def _attempt(ctx: AppContext, claim: ClaimedDelivery) -> ReplayResult:
     report = await ctx.scheduler.attempt(claim)
     # Later retries, if any, belong to the scheduler.
     ctx.scheduler.wake()
@@ -84,25 +89,21 @@ async def _attempt(ctx: AppContext, claim: ClaimedDelivery) -> dict[str, Any]:
         # Someone else moved the delivery meanwhile (e.g. its webhook was deleted).
         current = await ctx.store.get_delivery(claim.workspace_id, claim.delivery_id)
         status = current.status if current is not None else status
-    data: dict[str, Any] = {
-        "deliveryId": claim.delivery_id,
-        "status": status.value,
-        "httpStatusCode": report.result.status_code,
-        "responseBody": report.result.body,
-    }
-    if report.result.error_text is not None:
-        data["error"] = report.result.error_text
-    return data
+    error = report.result.error_text
+    return ReplayResult(
+        delivery_id=claim.delivery_id,
+        status=status.value,
+        http_status_code=report.result.status_code,
+        response_body=report.result.body,
+        error=error if error is not None else UNSET,
+    )
 
 
 async def replay_delivery(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     delivery_id = path_id(request)
     query(request)
-    body = await read_json(request, required=False)
-    if body is not None:
-        for key in require_object(body):
-            raise bad_request(key[:64], "unknown field; this action takes no fields")
+    await read_body(request, EmptyReplayRequest | None)
     workspace = principal(request).workspace_id
     delivery = await ctx.store.get_delivery(workspace, delivery_id)
     if delivery is None:
@@ -127,12 +128,12 @@ async def replay_delivery(request: web.Request) -> web.Response:
     # Replayed without a claim: its webhook is inactive or paused by a 429, so
     # the delivery waits in the queue like the rest of that endpoint's work.
     return success(
-        {
-            "deliveryId": delivery_id,
-            "status": Status.PENDING.value,
-            "httpStatusCode": None,
-            "responseBody": None,
-        }
+        ReplayResult(
+            delivery_id=delivery_id,
+            status=Status.PENDING.value,
+            http_status_code=None,
+            response_body=None,
+        )
     )
 
 

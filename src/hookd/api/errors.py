@@ -12,12 +12,12 @@ logged and answered in the same envelope.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from hookd.api.serialize import Error, json_response
 from hookd.storage import StoreError
 from hookd.validation import ValidationError
 
@@ -51,14 +51,10 @@ def reason(status: int) -> str:
         return "Error"
 
 
-def error_body(status: int, message: str) -> dict[str, Any]:
-    return {"error": reason(status), "message": message, "code": status}
-
-
 def error_response(
     status: int, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return web.json_response(error_body(status, message), status=status, headers=headers)
+    return json_response(Error(reason(status), message, status), status=status, headers=headers)
 
 
 def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Response:

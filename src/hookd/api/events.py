@@ -10,15 +10,12 @@ from aiohttp import web
 from hookd.api.auth import principal
 from hookd.api.context import CONTEXT
 from hookd.api.errors import ApiError, bad_request
-from hookd.api.inputs import query, read_json
-from hookd.api.serialize import event_json, success
+from hookd.api.inputs import query, read_body
+from hookd.api.serialize import show_event, success
+from hookd.bodies import EventBatchCreate, EventCreate, IdempotencyKey
 from hookd.storage import IdempotencyConflict
 from hookd.storage.base import NewEvent
-from hookd.validation import (
-    validate_event_batch,
-    validate_event_body,
-    validate_idempotency_key,
-)
+from hookd.validation import read
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -34,7 +31,7 @@ def _idempotency_key(request: web.Request, from_body: str | None) -> str | None:
         raise bad_request(IDEMPOTENCY_HEADER, "send the header only once")
     if not values:
         return from_body
-    from_header = validate_idempotency_key(values[0], IDEMPOTENCY_HEADER)
+    from_header: str = read(IdempotencyKey, values[0], IDEMPOTENCY_HEADER)
     if from_body is not None and from_body != from_header:
         raise bad_request("idempotencyKey", f"differs from the {IDEMPOTENCY_HEADER} header")
     return from_header
@@ -43,7 +40,7 @@ def _idempotency_key(request: web.Request, from_body: str | None) -> str | None:
 async def ingest_event(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     query(request)
-    fields = validate_event_body(await read_json(request))
+    fields = await read_body(request, EventCreate)
     key = _idempotency_key(request, fields.idempotency_key)
     try:
         result = await ctx.store.ingest_event(
@@ -65,7 +62,7 @@ async def ingest_event(request: web.Request) -> web.Response:
     elif result.delivery_ids:
         ctx.scheduler.wake()
     return success(
-        event_json(result.event, result.delivery_ids, result.duplicate),
+        show_event(result.event, result.delivery_ids, result.duplicate),
         status=202,
         headers=headers,
     )
@@ -84,8 +81,8 @@ async def ingest_batch(request: web.Request) -> web.Response:
         raise bad_request(
             IDEMPOTENCY_HEADER, "not accepted on a batch; give each event its idempotencyKey"
         )
-    batch = validate_event_batch(await read_json(request))
-    events = [NewEvent(f.type, f.data, f.idempotency_key) for f in batch]
+    batch = await read_body(request, EventBatchCreate)
+    events = [NewEvent(e.type, e.data, e.idempotency_key) for e in batch.events]
     try:
         results = await ctx.store.ingest_events(principal(request).workspace_id, events)
     except IdempotencyConflict as exc:
@@ -103,7 +100,7 @@ async def ingest_batch(request: web.Request) -> web.Response:
     if created:
         ctx.scheduler.wake()
     return success(
-        [event_json(r.event, r.delivery_ids, r.duplicate) for r in results],
+        [show_event(r.event, r.delivery_ids, r.duplicate) for r in results],
         status=202,
         # As on the single route: the whole answer is a replay of earlier ones.
         headers={REPLAYED_HEADER: "true"} if replayed else {},

@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hookd.api.context import CONTEXT
+from hookd.api.serialize import Alive, NotReady, Ready, json_response
 from hookd.storage import StoreError
 
 # The scheduler loop iterates at least every poll interval; allow a wide margin
@@ -20,7 +21,7 @@ READY_PING_TIMEOUT_SECONDS = 5.0
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response(Alive("ok"))
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -42,8 +43,8 @@ async def readyz(request: web.Request) -> web.Response:
     if lag > limit and not saturated:
         problems.append(f"scheduler: no progress for {lag:.0f}s")
     if problems:
-        return web.json_response({"status": "unavailable", "problems": problems}, status=503)
-    return web.json_response({"status": "ready"})
+        return json_response(NotReady("unavailable", problems), status=503)
+    return json_response(Ready("ready"))
 
 
 async def metrics(request: web.Request) -> web.Response:

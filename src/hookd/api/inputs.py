@@ -1,32 +1,39 @@
-"""Reading what a client sent: strict JSON bodies, query parameters, path ids.
+"""Reading what a client sent: JSON bodies, query parameters, path ids.
 
-JSON is parsed more strictly than ``json.loads`` does by default, because the
-event body is stored once and sent to receivers in other languages:
+A body is decoded straight into its declaration (:mod:`hookd.bodies`) by
+msgspec.  JSON is held to stricter rules than a JSON parser's own, because
+the event body is stored once and sent to receivers in other languages:
 ``NaN``/``Infinity``, numbers that overflow a double, lone UTF-16 surrogates,
 duplicate object keys and nesting deeper than :data:`MAX_DEPTH` are all 400s
-rather than bytes some receiver's parser chokes on (or a ``RecursionError``
-here).
+rather than bytes some receiver's parser chokes on.  msgspec refuses the
+first three itself; for repeated keys and depth, and to name any problem
+precisely, :func:`parse_json` is the strict parser of record.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar, overload
 
+import msgspec
 from aiohttp import web
 
 from hookd.api.errors import ApiError, bad_request, not_found
+from hookd.bodies import MAX_DEPTH
 from hookd.ids import is_id, parse_iso_ms
+from hookd.validation import invalid
 
-MAX_DEPTH = 32
 MIN_LIMIT = 1
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
 MAX_CURSOR_CHARS = 64
 JSON_MEDIA_TYPE = "application/json"
+
+S = TypeVar("S", bound=msgspec.Struct)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # In JSON text a lone surrogate can only be written as a \uD800-\uDFFF escape:
@@ -34,8 +41,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
 
 
-async def read_json(request: web.Request, *, required: bool = True) -> Any:
-    """The request's JSON body; ``None`` when it is empty and not ``required``."""
+async def _raw_body(request: web.Request) -> bytes:
     limit = request.client_max_size
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, f"body: larger than the {limit} bytes allowed")
@@ -43,11 +49,7 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, f"body: larger than the {limit} bytes allowed") from None
-    if not raw:
-        if required:
-            raise bad_request("body", "is required: a JSON object")
-        return None
-    if request.content_type != JSON_MEDIA_TYPE:
+    if raw and request.content_type != JSON_MEDIA_TYPE:
         sent = request.headers.get("Content-Type", "")
         raise ApiError(
             415,
@@ -56,9 +58,77 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
             else f"Content-Type: expected {JSON_MEDIA_TYPE} (header missing)",
         )
     charset = request.charset
-    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+    if raw and charset is not None and charset.lower() not in ("utf-8", "utf8"):
         raise ApiError(415, f"Content-Type: charset must be utf-8, got {charset[:40]!r}")
-    return parse_json(raw)
+    return raw
+
+
+@overload
+async def read_body(request: web.Request, shape: type[S]) -> S: ...
+@overload
+async def read_body(request: web.Request, shape: Any) -> Any: ...
+async def read_body(request: web.Request, shape: Any) -> Any:
+    """The request's body decoded into ``shape``; a body that is required must not be empty."""
+    raw = await _raw_body(request)
+    if not raw:
+        if not accepts_none(shape):
+            raise bad_request("body", "is required: a JSON object")
+        return None
+    return decode(raw, shape)
+
+
+@functools.cache
+def accepts_none(shape: Any) -> bool:
+    try:
+        msgspec.convert(None, shape)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+@functools.cache
+def _decoder(shape: Any) -> msgspec.json.Decoder[Any]:
+    return msgspec.json.Decoder(shape)
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def decode(raw: bytes, shape: Any) -> Any:
+    """``raw`` JSON as ``shape``, or a 400 naming the problem, JSON's before the fields'."""
+    try:
+        value = _decoder(shape).decode(raw)
+    except msgspec.ValidationError as exc:
+        parse_json(raw)
+        raise invalid(exc, shape) from None
+    except (msgspec.DecodeError, RecursionError):
+        parse_json(raw)
+        raise bad_request("body", "invalid JSON") from None  # pragma: no cover - named above
+    if _may_break_strict_rules(raw, value):
+        parse_json(raw)
+    return value
+
+
+def _may_break_strict_rules(raw: bytes, value: Any) -> bool:
+    """Whether ``raw`` may nest too deep or repeat a key, which msgspec lets through.
+
+    Nesting needs at least that many brackets.  For repeated keys, count
+    colons: each member of an object is written with one ``:`` outside
+    strings, so ``raw`` has one per member written plus those inside its
+    strings.  ``value`` encoded again has one per member kept plus those in
+    the strings kept, and a repeated key keeps one member fewer (request
+    bodies omit defaults when encoded, so nothing is added).  Unless an escape
+    wrote a colon (``\\u003a``), the counts are equal only if no key repeats.
+    """
+    return (
+        _may_nest_too_deep(raw)
+        or b"\\u003" in raw
+        or raw.count(b":") != _ENCODER.encode(value).count(b":")
+    )
+
+
+def _may_nest_too_deep(raw: bytes) -> bool:
+    return raw.count(b"{") + raw.count(b"[") > MAX_DEPTH
 
 
 def _reject_constant(name: str) -> Any:
@@ -90,6 +160,7 @@ _DECODER = json.JSONDecoder(
 
 
 def parse_json(raw: bytes) -> Any:
+    """``raw`` parsed by the strict rules above, or a 400 naming the first problem."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -107,7 +178,7 @@ def parse_json(raw: bytes) -> Any:
     # The walk costs about as much as the parse.  Skip it when the raw bytes
     # already rule out what it looks for: nesting needs at least that many
     # brackets, and a lone surrogate needs its escape.
-    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH or _SURROGATE_ESCAPE.search(raw):
+    if _may_nest_too_deep(raw) or _SURROGATE_ESCAPE.search(raw):
         _check_tree(value)
     return value
 
@@ -131,12 +202,6 @@ def _check_tree(value: Any) -> None:
             if depth + 1 > MAX_DEPTH:
                 raise bad_request("body", f"JSON is nested deeper than {MAX_DEPTH} levels")
             stack.extend((child, depth + 1) for child in item)
-
-
-def require_object(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise bad_request("body", "must be a JSON object")
-    return value
 
 
 def query(request: web.Request, allowed: Iterable[str] = ()) -> dict[str, str]:

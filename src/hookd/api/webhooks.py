@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
+from msgspec import UNSET
 
 from hookd.api.auth import principal
 from hookd.api.context import CONTEXT, AppContext
@@ -15,40 +14,30 @@ from hookd.api.inputs import (
     parse_timestamp,
     path_id,
     query,
-    read_json,
-    require_object,
+    read_body,
 )
-from hookd.api.serialize import page, success, webhook_json
+from hookd.api.serialize import BulkReplay, TestResult, WebhookDeleted, page, show_webhook, success
 from hookd.api.tasks import finish_even_if_cancelled
+from hookd.bodies import BulkReplayRequest, EmptyRequest, webhook_bodies
 from hookd.lifecycle import Counters, test_send_result
 from hookd.models import Webhook
 from hookd.policy import Outcome, classify
 from hookd.scheduler import attempt_record
-from hookd.validation import validate_new_webhook, validate_webhook_update
+from hookd.validation import webhook_changes, webhook_fields
 
 TEST_EVENT_TYPE = "test"
-
-
-def _reject_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
-    for key in body:
-        if key not in allowed:
-            allowed_text = ", ".join(sorted(allowed)) or "none"
-            raise bad_request(key[:64], f"unknown field; allowed: {allowed_text}")
 
 
 async def create_webhook(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     who = principal(request)
     query(request)
-    fields = validate_new_webhook(
-        await read_json(request),
-        max_timeout_ms=ctx.config.delivery.max_timeout_ms,
-        allow_networks=ctx.config.delivery.allow_networks,
-    )
+    create, _ = webhook_bodies(ctx.config.delivery.max_timeout_ms)
+    fields = webhook_fields(await read_body(request, create), ctx.config.delivery.allow_networks)
     webhook = await ctx.store.create_webhook(fields.new_webhook(who.workspace_id, who.owner))
     # The only answer that ever shows the whole secret.
     return success(
-        webhook_json(webhook, reveal_secret=True),
+        show_webhook(webhook, reveal_secret=True),
         status=201,
         headers={"Location": f"/v1/webhooks/{webhook.id}"},
     )
@@ -62,7 +51,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
         result = await ctx.store.list_webhooks(principal(request).workspace_id, limit, cursor)
     except ValueError:
         raise bad_request("cursor", "is not a cursor returned by this list") from None
-    return page([webhook_json(w) for w in result.items], result.next_cursor)
+    return page([show_webhook(w) for w in result.items], result.next_cursor)
 
 
 async def _own_webhook(request: web.Request, ctx: AppContext, webhook_id: str) -> Webhook:
@@ -76,18 +65,15 @@ async def get_webhook(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     webhook_id = path_id(request)
     query(request)
-    return success(webhook_json(await _own_webhook(request, ctx, webhook_id)))
+    return success(show_webhook(await _own_webhook(request, ctx, webhook_id)))
 
 
 async def update_webhook(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     webhook_id = path_id(request)
     query(request)
-    changes = validate_webhook_update(
-        await read_json(request),
-        max_timeout_ms=ctx.config.delivery.max_timeout_ms,
-        allow_networks=ctx.config.delivery.allow_networks,
-    )
+    _, update = webhook_bodies(ctx.config.delivery.max_timeout_ms)
+    changes = webhook_changes(await read_body(request, update), ctx.config.delivery.allow_networks)
     webhook = await ctx.store.update_webhook(
         principal(request).workspace_id,
         webhook_id,
@@ -98,7 +84,7 @@ async def update_webhook(request: web.Request) -> web.Response:
         raise not_found()
     # Re-activation (or a new URL) can make waiting deliveries claimable now.
     ctx.scheduler.wake()
-    return success(webhook_json(webhook))
+    return success(show_webhook(webhook))
 
 
 async def delete_webhook(request: web.Request) -> web.Response:
@@ -107,21 +93,10 @@ async def delete_webhook(request: web.Request) -> web.Response:
     query(request)
     if not await ctx.store.delete_webhook(principal(request).workspace_id, webhook_id):
         raise not_found()
-    return success({"_id": webhook_id, "deleted": True})
+    return success(WebhookDeleted(id=webhook_id, deleted=True))
 
 
-async def _empty_body(
-    request: web.Request, allowed: frozenset[str] = frozenset()
-) -> dict[str, Any]:
-    body = await read_json(request, required=False)
-    if body is None:
-        return {}
-    obj = require_object(body)
-    _reject_fields(obj, allowed)
-    return obj
-
-
-async def _send_test(ctx: AppContext, webhook: Webhook) -> dict[str, Any]:
+async def _send_test(ctx: AppContext, webhook: Webhook) -> TestResult:
     claim = await ctx.store.create_test_delivery(
         webhook,
         TEST_EVENT_TYPE,
@@ -135,22 +110,23 @@ async def _send_test(ctx: AppContext, webhook: Webhook) -> dict[str, Any]:
     (recorded,) = await ctx.store.record_attempts(
         [attempt_record(claim, started_at, result, verdict.metric_class, transition)]
     )
-    data: dict[str, Any] = {"statusCode": result.status_code, "delivered": delivered}
-    if result.error_text is not None:
-        data["error"] = result.error_text
     # A deletion of the webhook during the send ends the delivery first; say so.
     status = transition.status if recorded.applied else (recorded.status or transition.status)
-    data.update(
-        {"deliveryId": claim.delivery_id, "status": status.value, "responseBody": result.body}
+    return TestResult(
+        status_code=result.status_code,
+        delivered=delivered,
+        error=result.error_text if result.error_text is not None else UNSET,
+        delivery_id=claim.delivery_id,
+        status=status.value,
+        response_body=result.body,
     )
-    return data
 
 
 async def test_webhook(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     webhook_id = path_id(request)
     query(request)
-    await _empty_body(request)
+    await read_body(request, EmptyRequest | None)
     # Inactive webhooks can be tested too: that is how one checks an endpoint
     # before switching it back on.
     webhook = await _own_webhook(request, ctx, webhook_id)
@@ -161,14 +137,14 @@ async def replay_webhook(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     webhook_id = path_id(request)
     query(request)
-    body = await _empty_body(request, frozenset({"since"}))
-    since_ms = parse_timestamp(body["since"], "since") if "since" in body else None
+    body = await read_body(request, BulkReplayRequest | None) or BulkReplayRequest()
+    since_ms = parse_timestamp(body.since, "since") if isinstance(body.since, str) else None
     count = await ctx.store.replay_webhook(principal(request).workspace_id, webhook_id, since_ms)
     if count is None:
         raise not_found()
     if count:
         ctx.scheduler.wake()
-    return success({"webhookId": webhook_id, "count": count})
+    return success(BulkReplay(webhook_id=webhook_id, count=count))
 
 
 def add_routes(app: web.Application) -> None:
