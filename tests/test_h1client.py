@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from bench.head_micro import feed, make_head
 
 from hookd.policy import ErrorKind
 from hookd.sender import TIMEOUT_MESSAGE, USER_AGENT, AddressPolicy, Sender, SendResult
@@ -467,6 +468,29 @@ async def test_gzip_bomb_keeps_reading_bounded(
     result = await post(sender, server.url())
     assert result.status_code == 200 and result.body == "\x00" * 256
     assert result.duration_ms < 1000
+
+
+# -- parsing cost ---------------------------------------------------------------------
+
+
+def test_a_head_a_byte_at_a_time_costs_a_constant_per_byte() -> None:
+    """A receiver dribbling 63 KiB of response head one byte per read.
+
+    CPU for the bytes one at a time over CPU for the same bytes in one read:
+    about 200 when each read costs a constant (the call itself), about 16,000
+    when each read searches everything buffered again.  Both are CPU times of
+    this process measured the same way, so the machine's speed cancels out.
+    """
+    response = make_head(63 * 1024)
+    loop = asyncio.new_event_loop()
+    try:
+        one_read = min(feed(response, len(response), loop)[0] for _ in range(5))
+        bytewise = feed(response, 1, loop)[0]
+    finally:
+        loop.close()
+    ratio = bytewise / one_read
+    print(f"byte by byte {bytewise * 1e3:.1f} ms, one read {one_read * 1e6:.0f} us: {ratio:.0f}x")
+    assert ratio < 2000, ratio
 
 
 # -- the request ----------------------------------------------------------------------

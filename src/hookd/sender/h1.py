@@ -63,6 +63,7 @@ _CHUNK_SIZE: Final = 5
 _CHUNK_DATA: Final = 6
 _CHUNK_END: Final = 7
 _TRAILERS: Final = 8
+_CHUNK_CR: Final = 9  # a CR after chunk data arrived; its LF has not
 
 # Response headers that change how we read or what we report; the rest are skipped.
 _CONTENT_LENGTH: Final = 1
@@ -317,7 +318,11 @@ class H1Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.waiter: asyncio.Future[None] | None = None
         self.state = _IDLE
-        self.buf = b""
+        # What arrived of an unfinished head or chunk-framing line.  Appended
+        # to, never rebuilt, and searched only where new bytes came in: a
+        # receiver that sends its head a byte at a time costs us a constant
+        # per byte, not the whole head again on every read.
+        self.buf = bytearray()
         self.received = False
         self.status: int | None = None
         self.retry_after: str | None = None
@@ -339,7 +344,8 @@ class H1Connection(asyncio.Protocol):
     def start(self, request: bytes, limit: int) -> asyncio.Future[None]:
         """Send ``request``; the future resolves when the exchange has an outcome."""
         self.state = _HEAD
-        self.buf = b""
+        if self.buf:
+            self.buf.clear()
         self.received = False
         self.status = None
         self.retry_after = None
@@ -422,7 +428,15 @@ class H1Connection(asyncio.Protocol):
                 self._body(data)
             elif state == _HEAD:
                 self.received = True
-                self._head(self.buf + data if self.buf else data)
+                buf = self.buf
+                if buf:
+                    # Resume the search where the new bytes begin (less the two
+                    # that could start a line-end sequence split across reads).
+                    start = len(buf) - 2
+                    buf += data
+                    self._head(buf, start if start > 0 else 0)
+                else:
+                    self._head(data, 0)
             else:
                 # Bytes nobody asked for (idle, or after a complete response):
                 # the stream's framing can no longer be trusted.
@@ -432,27 +446,31 @@ class H1Connection(asyncio.Protocol):
 
     # -- parsing -------------------------------------------------------------------------
 
-    def _head(self, buf: bytes) -> None:
+    def _head(self, buf: bytes | bytearray, start: int) -> None:
+        """Look for the end of the head in ``buf`` from ``start`` (``buf`` is
+        ``self.buf`` when earlier reads left part of the head there)."""
         while True:
             # The head ends at the first empty line; a line end is CRLF or a bare LF.
-            crlf = buf.find(b"\n\r\n")
-            lf = buf.find(b"\n\n", 0, crlf + 1 if crlf >= 0 else len(buf))
+            crlf = buf.find(b"\n\r\n", start)
+            lf = buf.find(b"\n\n", start, crlf + 1 if crlf >= 0 else len(buf))
             if lf >= 0:
                 end, skip = lf, 2
             elif crlf >= 0:
                 end, skip = crlf, 3
             else:
-                self._partial_head(buf)
+                self._partial_head(buf, start)
                 return
             if end > MAX_HEAD_BYTES:
                 raise _Invalid("response head larger than 64 KiB")
             rest = buf[end + skip :]
-            mode = self._parse_head(buf[:end])
+            mode = self._parse_head(bytes(buf[:end]))
+            if self.buf:
+                self.buf.clear()  # ``rest`` is a copy
             if mode == _IDLE:  # an interim 1xx: the real head follows
                 self.line_checked = False
                 buf = rest
+                start = 0
                 continue
-            self.buf = b""
             if mode == _DONE:
                 if rest:
                     self.keep_alive = False
@@ -463,19 +481,21 @@ class H1Connection(asyncio.Protocol):
                 self._body(rest)
             return
 
-    def _partial_head(self, buf: bytes) -> None:
+    def _partial_head(self, buf: bytes | bytearray, start: int) -> None:
         if len(buf) > MAX_HEAD_BYTES:
             raise _Invalid("response head larger than 64 KiB")
         if not self.line_checked:
             # Judge the status line as soon as it is there, so a peer that is not
-            # HTTP at all fails now rather than at the deadline.
-            nl = buf.find(b"\n")
+            # HTTP at all fails now rather than at the deadline.  (No line end
+            # was before ``start``, or the line would have been judged then.)
+            nl = buf.find(b"\n", start)
             if nl >= 0:
-                _status_line(buf[:nl].rstrip(b"\r"))
+                _status_line(bytes(buf[:nl]).rstrip(b"\r"))
                 self.line_checked = True
             elif len(buf) > MAX_LINE_BYTES or not b"HTTP/1.".startswith(buf[:7]):
-                raise _Invalid(f"bad status line {buf[:40]!r}")
-        self.buf = buf
+                raise _Invalid(f"bad status line {bytes(buf[:40])!r}")
+        if buf is not self.buf:
+            self.buf += buf
 
     def _parse_head(self, head: bytes) -> int:
         """Read a complete head; the body mode to go on with (_IDLE for an interim 1xx)."""
@@ -555,7 +575,7 @@ class H1Connection(asyncio.Protocol):
         self.keep_alive = False
         return _UNTIL_CLOSE
 
-    def _body(self, data: bytes) -> None:
+    def _body(self, data: bytes | bytearray) -> None:
         state = self.state
         if state == _LENGTH:
             remaining = self.remaining
@@ -573,71 +593,91 @@ class H1Connection(asyncio.Protocol):
         elif state == _UNTIL_CLOSE:
             self._keep(data)
         elif state != _DONE:
-            self._chunked(self.buf + data if self.buf else data)
+            self._chunked(data)
 
-    def _chunked(self, buf: bytes) -> None:
+    def _chunked(self, data: bytes | bytearray) -> None:
         pos = 0
-        size = len(buf)
+        size = len(data)
         while pos < size:
             state = self.state
             if state == _CHUNK_DATA:
                 take = min(size - pos, self.remaining)
-                if not self._keep(buf[pos : pos + take]):
+                if not self._keep(data[pos : pos + take]):
                     return
                 pos += take
                 self.remaining -= take
                 if self.remaining == 0:
                     self.state = _CHUNK_END
             elif state == _CHUNK_END:
-                if buf[pos] == 0x0A:
-                    pos += 1
-                elif buf[pos] == 0x0D:
-                    if pos + 1 >= size:
-                        break
-                    if buf[pos + 1] != 0x0A:
-                        return self._broken_body("no line end after chunk data")
-                    pos += 2
+                byte = data[pos]
+                pos += 1
+                if byte == 0x0A:
+                    self.state = _CHUNK_SIZE
+                elif byte == 0x0D:
+                    self.state = _CHUNK_CR
                 else:
                     return self._broken_body("no line end after chunk data")
+            elif state == _CHUNK_CR:
+                if data[pos] != 0x0A:
+                    return self._broken_body("no line end after chunk data")
+                pos += 1
                 self.state = _CHUNK_SIZE
-            elif state == _CHUNK_SIZE:
-                nl = buf.find(b"\n", pos)
+            elif state in (_CHUNK_SIZE, _TRAILERS):
+                nl = data.find(b"\n", pos)
                 if nl < 0:
-                    if size - pos > MAX_CHUNK_LINE_BYTES:
-                        return self._broken_body("chunk-size line too long")
-                    break
-                digits = buf[pos:nl].split(b";", 1)[0].strip()
+                    self._keep_line(data, pos, state)
+                    return
+                line = self._line(data, pos, nl, state)
+                if line is None:
+                    return  # the framing broke
                 pos = nl + 1
-                if not digits or len(digits) > 15 or digits.translate(None, _HEX_DIGITS):
-                    return self._broken_body("bad chunk size")
-                n = int(digits, 16)
-                if n:
-                    self.remaining = n
-                    self.state = _CHUNK_DATA
-                else:
-                    self.state = _TRAILERS
-            elif state == _TRAILERS:
-                nl = buf.find(b"\n", pos)
-                if nl < 0:
-                    if self.trailer_bytes + size - pos > MAX_TRAILER_BYTES:
-                        return self._broken_body("trailers larger than 64 KiB")
-                    break
-                line = buf[pos:nl]
-                pos = nl + 1
-                if line in (b"", b"\r"):
+                if state == _CHUNK_SIZE:
+                    digits = line.split(b";", 1)[0].strip()
+                    if not digits or len(digits) > 15 or digits.translate(None, _HEX_DIGITS):
+                        return self._broken_body("bad chunk size")
+                    n = int(digits, 16)
+                    if n:
+                        self.remaining = n
+                        self.state = _CHUNK_DATA
+                    else:
+                        self.state = _TRAILERS
+                elif line in (b"", b"\r"):
                     if pos < size:
                         self.keep_alive = False
-                    self.buf = b""
                     self._complete()
                     return
-                self.trailer_bytes += len(line) + 1
-                if self.trailer_bytes > MAX_TRAILER_BYTES:
-                    return self._broken_body("trailers larger than 64 KiB")
+                else:
+                    self.trailer_bytes += len(line) + 1
+                    if self.trailer_bytes > MAX_TRAILER_BYTES:
+                        return self._broken_body("trailers larger than 64 KiB")
             else:
                 return  # _DONE: stopped early inside _keep
-        self.buf = buf[pos:] if pos < size else b""
 
-    def _keep(self, piece: bytes) -> bool:
+    def _keep_line(self, data: bytes | bytearray, pos: int, state: int) -> None:
+        """Keep the start of a chunk-size or trailer line for the next read."""
+        buf = self.buf
+        if state == _CHUNK_SIZE:
+            if len(buf) + len(data) - pos > MAX_CHUNK_LINE_BYTES:
+                return self._broken_body("chunk-size line too long")
+        elif self.trailer_bytes + len(buf) + len(data) - pos > MAX_TRAILER_BYTES:
+            return self._broken_body("trailers larger than 64 KiB")
+        buf += data[pos:]
+
+    def _line(self, data: bytes | bytearray, pos: int, nl: int, state: int) -> bytes | None:
+        """The chunk-size or trailer line ending at ``nl``, with what earlier reads
+        left of it; None (and the exchange failed) when a chunk-size line is too long."""
+        buf = self.buf
+        if not buf:
+            line = bytes(data[pos:nl])
+        else:
+            line = bytes(buf) + data[pos:nl]
+            buf.clear()
+        if state == _CHUNK_SIZE and len(line) > MAX_CHUNK_LINE_BYTES:
+            self._broken_body("chunk-size line too long")
+            return None
+        return line
+
+    def _keep(self, piece: bytes | bytearray) -> bool:
         """Keep what fits of a body piece; False when we stop reading (limit reached)."""
         body = self.body
         room = self.limit - len(body)
