@@ -256,13 +256,25 @@ CASES: dict[str, Case] = {
     "trickles-status-line": Case(
         _trickle_status, Status.FAILED, "timeout", error=TIMEOUT_MESSAGE, slow=True
     ),
-    # The README: a body that dribbles in after the status line keeps its status.
-    "trickles-body": Case(_trickle_body, Status.DELIVERED, "2xx", 200, slow=True, body="a"),
+    # A body that has not arrived by the deadline is a timeout; what did arrive
+    # is recorded, with the status of its head.
+    "trickles-body": Case(
+        _trickle_body, Status.FAILED, "timeout", 200, error=TIMEOUT_MESSAGE, slow=True, body="a"
+    ),
+    # Bodies we stop reading at max_response_bytes: the receiver answered.
     "endless-chunked-body": Case(_endless_chunked, Status.DELIVERED, "2xx", 200, body="xxxx"),
     "endless-content-length": Case(_endless_length, Status.DELIVERED, "2xx", 200, body="yyyy"),
     "endless-gzip-bomb": Case(_gzip_bomb, Status.DELIVERED, "2xx", 200, body="\x00\x00"),
     "deflate-bomb": Case(_deflate_bomb, Status.DELIVERED, "2xx", 200, body="\x00\x00"),
-    "truncated-body": Case(_truncated_body, Status.DELIVERED, "2xx", 200, body="only this"),
+    # The receiver closed before the body it announced: an incomplete response.
+    "truncated-body": Case(
+        _truncated_body,
+        Status.FAILED,
+        "connect_error",
+        200,
+        error="incomplete response",
+        body="only this",
+    ),
     "connection-reset": Case(_reset, Status.FAILED, "connect_error", error="reset"),
     "closes-without-answer": Case(
         _close_silently, Status.FAILED, "connect_error", error="disconnected"

@@ -23,10 +23,15 @@ Like aiohttp's response parser it is lenient where leniency cannot desync
 the stream (bare LF line ends, spaces around chunk sizes) and strict where
 it could (conflicting lengths, malformed sizes).
 
-Once a complete head has arrived its status stands: a body that is cut
-short or stopped at our limit is kept as far as it went, and the connection
-is closed rather than reused.  Garbled chunked framing is an invalid
-response, like a garbled head.
+A response is complete when its framing says so (the announced length, the
+last chunk and trailers) or, for a body delimited by the connection's close,
+at the close.  A body the peer cuts short is *incomplete*: the exchange ends
+with an error (``incomplete``) beside the status of its head and what
+arrived of the body; the sender reports it as a failed attempt, as RFC 9112
+section 8 asks.  A body we stop reading at our own limit is complete as far
+as we are concerned (the receiver answered; we keep what we need).  Either
+way the connection is closed rather than reused.  Garbled chunked framing
+is an invalid response, like a garbled head.
 """
 
 from __future__ import annotations
@@ -274,10 +279,11 @@ class H1Connection(asyncio.Protocol):
 
     The sender calls :meth:`start` with the request, awaits the returned
     future, then reads the outcome fields: ``status`` (a final head
-    arrived), ``error`` (it did not: ``invalid`` tells a malformed response
-    from a lost connection; it wins over ``status`` when the chunked framing
-    after a good head was garbled), ``timed_out``, ``body``, ``retry_after``,
-    ``received`` (any response byte at all) and :meth:`reusable`.
+    arrived), ``error`` (no complete response: ``invalid`` tells a malformed
+    response from a lost connection, ``incomplete`` a body the peer cut
+    short after a good head), ``timed_out`` (the deadline ended the exchange,
+    with or without a head), ``body``, ``retry_after``, ``received`` (any
+    response byte at all) and :meth:`reusable`.
     """
 
     __slots__ = (
@@ -287,6 +293,7 @@ class H1Connection(asyncio.Protocol):
         "decompressor",
         "error",
         "idle_since",
+        "incomplete",
         "invalid",
         "keep_alive",
         "key",
@@ -335,6 +342,7 @@ class H1Connection(asyncio.Protocol):
         self.keep_alive = True
         self.error: str | None = None
         self.invalid = False
+        self.incomplete = False
         self.timed_out = False
         self.line_checked = False
         self.trailer_bytes = 0
@@ -357,6 +365,7 @@ class H1Connection(asyncio.Protocol):
         self.keep_alive = True
         self.error = None
         self.invalid = False
+        self.incomplete = False
         self.timed_out = False
         self.line_checked = False
         self.trailer_bytes = 0
@@ -731,7 +740,7 @@ class H1Connection(asyncio.Protocol):
     def _broken_body(self, reason: str) -> None:
         # Garbled framing is a receiver that does not speak HTTP properly, like a
         # bad head, whatever status it announced (a body merely cut short, by the
-        # peer or by our deadline, keeps its status instead).
+        # peer or by our deadline, is reported with its status instead).
         self._fail(reason, invalid=True)
 
     def _fail(self, reason: str, *, invalid: bool) -> None:
@@ -755,6 +764,10 @@ class H1Connection(asyncio.Protocol):
                 reason = "Server disconnected"
             self._fail(reason, invalid=False)
             return
-        # A body read until close ends here; any other is cut short, and its
-        # status stands with what arrived.
+        if state != _UNTIL_CLOSE:
+            # Cut short: the head's status is no answer without its body.
+            reason = (str(exc) or type(exc).__name__) if exc is not None else "Server disconnected"
+            self.error = f"{reason} before the end of the body"
+            self.incomplete = True
+        # A body delimited by the close is complete here.
         self._complete()

@@ -10,8 +10,10 @@ what a webhook POST needs:
   ``loop.call_at`` timer per request.  While we wait for the response it
   ends the exchange through the connection's future; before that (DNS,
   connect) it cancels the task, and the cancellation is turned into the
-  timeout result.  A status line and head that arrived in time stand, with
-  whatever arrived of the body.
+  timeout result.  A response is an answer only when it is complete: one
+  whose body the deadline cut short is a timeout, one the receiver cut
+  short (closed early) an incomplete response, each reported with the
+  status of its head and what arrived of the body.
 - **Bounded reads.**  At most ``max_response_bytes`` of decoded body are
   kept (gzip/deflate decoded here, with the same bound, the compressed
   input bounded at 4x), the response head at 64 KiB.  A connection whose
@@ -217,10 +219,20 @@ class Sender:
 
     def _outcome(self, conn: H1Connection, started: float) -> SendResult:
         status = conn.status
+        if conn.timed_out or conn.incomplete:
+            conn.abort()
+            if status is None:
+                return _timed_out(started)
+            # A head arrived, its body did not finish: no answer, but what
+            # arrived is worth recording.
+            if conn.timed_out:
+                kind, text = ErrorKind.TIMEOUT, TIMEOUT_MESSAGE
+            else:
+                kind, text = ErrorKind.INCOMPLETE, f"incomplete response: {conn.error}"[:500]
+            body = _stored_text(conn.body)
+            return SendResult(status, kind, text, body, conn.retry_after, _ms(started))
         if status is None or conn.error is not None:
             conn.abort()
-            if conn.timed_out:
-                return _timed_out(started)
             error = conn.error or "no response"
             if conn.invalid:
                 return SendResult(
