@@ -314,6 +314,33 @@ CASES: dict[str, Case] = {
         error_text="header line",
         reused=False,
     ),
+    "nul-in-header-value": Case(
+        Reply(b"HTTP/1.1 200 OK\r\nX-Note: a\x00b\r\nContent-Length: 2\r\n\r\nok"),
+        None,
+        error=ErrorKind.INVALID_RESPONSE,
+        error_text="NUL",
+        reused=False,
+    ),
+    # "X-Note: a<CR>Content-Length: 5" is one line to us and two to a parser that
+    # ends lines at a bare CR: refused, whichever header it hides in.
+    "bare-cr-in-header-value": Case(
+        Reply(b"HTTP/1.1 200 OK\r\nX-Note: a\rContent-Length: 5\r\nContent-Length: 2\r\n\r\nok"),
+        None,
+        error=ErrorKind.INVALID_RESPONSE,
+        error_text="bare CR",
+        reused=False,
+    ),
+    "bare-cr-in-status-line": Case(
+        Reply(b"HTTP/1.1 200 O\rK\r\nContent-Length: 2\r\n\r\nok"),
+        None,
+        error=ErrorKind.INVALID_RESPONSE,
+        error_text="bare CR",
+        reused=False,
+    ),
+    # Other control characters in a header we do not act on are tolerated.
+    "tab-and-bell-in-header-value": Case(
+        Reply(b"HTTP/1.1 200 OK\r\nX-Note: a\tb\x07\r\nContent-Length: 2\r\n\r\nok"), 200, "ok"
+    ),
     "conflicting-content-length": Case(
         Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok"),
         None,
@@ -577,11 +604,33 @@ async def test_caller_headers_replace_defaults_and_cannot_inject(
     head = server.requests[0].split(b"\r\n\r\n")[0].lower()
     assert head.count(b"content-type:") == 1 and b"content-type: text/plain" in head
     assert b"user-agent: probe/1" in head
-    for bad in ({"X-A": "a\r\nX-Injected: 1"}, {"X-A": "a\nb"}, {"Bad Name": "v"}, {"Host": "x"}):
+    bad_values = [
+        "a\r\nX-Injected: 1",
+        "a\nb",
+        "a\rb",
+        "a\x00b",
+        "a\x0bb",
+        "a\x0cb",
+        "\x1b[31m",
+        "a\x7f",
+    ]
+    for bad in [
+        *({"X-Webhook-Event": value} for value in bad_values),
+        {"Bad Name": "v"},
+        {"Host": "x"},
+    ]:
         result = await sender.send(server.url("/"), b"x", bad, 2000)
         assert result.error is ErrorKind.CONNECT, bad
         assert result.error_text is not None and result.error_text.startswith("invalid request")
     assert len(server.requests) == 1, "nothing was sent for a bad header"
+    # A tab is the one control character a value may hold.
+    result = await sender.send(server.url("/"), b"x", {"X-Note": "a\tb"}, 2000)
+    assert result.status_code == 200 and b"\r\nX-Note: a\tb\r\n" in server.requests[1]
+
+
+def test_a_user_agent_with_control_characters_is_refused() -> None:
+    with pytest.raises(ValueError, match="control character"):
+        Sender(LOOPBACK, user_agent="hookd\x00/1")
 
 
 async def test_default_port_is_not_in_the_host_header(

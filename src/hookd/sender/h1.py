@@ -101,6 +101,12 @@ _RESERVED_REQUEST_HEADERS: Final = frozenset(
     }
 )
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Control characters no header value may carry (RFC 9110 section 5.5: HTAB is
+# the only one allowed).  CR and LF are counted separately, since the joined
+# header lines contain them.  A receiver or a proxy in between may cut a
+# value at a NUL or take a VT or FF for a line end: such a value is refused
+# before anything is sent.
+_VALUE_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # RFC 3986 characters that may stand in a path or query as they are; anything
 # else is percent-encoded (as UTF-8).  "%" is kept only as the start of an
 # escape, so the URL's own escapes are sent exactly as written.
@@ -215,6 +221,8 @@ class RequestBuilder:
         # One CR and one LF per line we wrote: any more came from a value.
         if caller.count("\n") != len(headers) or caller.count("\r") != len(headers):
             raise ValueError("a header value contains CR or LF")
+        if _VALUE_CONTROLS.search(caller) is not None:
+            raise ValueError("a header value contains a control character")
         if replaced is None:
             defaults = "".join(self._defaults.values())
         else:
@@ -235,8 +243,8 @@ class RequestBuilder:
 
 
 def _check_value(value: str) -> None:
-    if "\r" in value or "\n" in value:
-        raise ValueError("a header value contains CR or LF")
+    if "\r" in value or "\n" in value or _VALUE_CONTROLS.search(value) is not None:
+        raise ValueError("a header value contains a control character")
 
 
 class _Invalid(Exception):
@@ -508,6 +516,13 @@ class H1Connection(asyncio.Protocol):
 
     def _parse_head(self, head: bytes) -> int:
         """Read a complete head; the body mode to go on with (_IDLE for an interim 1xx)."""
+        # A NUL or a CR that ends no line: parsers disagree on where such a
+        # value (or line) ends, which is how one response is read as two.
+        # (``head`` stops before the last line's LF, so it may end in a CR.)
+        if b"\x00" in head:
+            raise _Invalid("NUL in the response head")
+        if head.count(b"\r") != head.count(b"\r\n") + head.endswith(b"\r"):
+            raise _Invalid("bare CR in the response head")
         lines = head.split(b"\n")
         if len(lines) > MAX_HEADER_LINES + 1:
             raise _Invalid("too many header lines")
