@@ -930,18 +930,15 @@ async def test_refused_addresses_are_blocked_without_dns_or_socket(
 # -- TLS ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def _self_signed(where: Path, *extra: str) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
-    where = tmp_path_factory.mktemp("tls")
     cert, key = where / "cert.pem", where / "key.pem"
     subprocess.run(
         [
             "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
             "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
-            "-subj", "/CN=receiver.test",
-            "-addext", "subjectAltName=DNS:receiver.test,IP:127.0.0.1",
+            "-subj", "/CN=receiver.test", *extra,
         ],
         check=True,
         capture_output=True,
@@ -949,8 +946,30 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
-@pytest.fixture
-async def tls_server(certificate: tuple[Path, Path]) -> AsyncIterator[tuple[Server, list[str]]]:
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return _self_signed(
+        tmp_path_factory.mktemp("tls"),
+        "-addext",
+        "subjectAltName=DNS:receiver.test,IP:127.0.0.1",
+    )
+
+
+@pytest.fixture(scope="module")
+def cn_only_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The name in the subject's CN alone, no subjectAltName."""
+    cert, key = _self_signed(tmp_path_factory.mktemp("tls-cn"))
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-noout", "-text"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "Subject Alternative Name" not in text
+    return cert, key
+
+
+async def _tls_server(certificate: tuple[Path, Path]) -> tuple[Server, list[str]]:
     cert, key = certificate
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
@@ -962,8 +981,31 @@ async def tls_server(certificate: tuple[Path, Path]) -> AsyncIterator[tuple[Serv
     context.sni_callback = sni  # type: ignore[assignment]
     s = Server()
     await s.start(ssl=context)
+    return s, names
+
+
+@pytest.fixture
+async def tls_server(certificate: tuple[Path, Path]) -> AsyncIterator[tuple[Server, list[str]]]:
+    s, names = await _tls_server(certificate)
     yield s, names
     await s.close()
+
+
+async def test_https_refuses_a_certificate_that_names_the_host_only_in_its_cn(
+    cn_only_certificate: tuple[Path, Path], make_sender: Callable[..., Awaitable[Sender]]
+) -> None:
+    """As browsers do: the subject's CN is not where a certificate names its host."""
+    server, _ = await _tls_server(cn_only_certificate)
+    try:
+        trusting = ssl.create_default_context(cafile=str(cn_only_certificate[0]))
+        resolver = ScriptedResolver({"receiver.test": ["127.0.0.1"]})
+        sender = await make_sender(resolver=resolver, ssl_context=trusting)
+        result = await post(sender, f"https://receiver.test:{server.port}/hook")
+        assert result.error is ErrorKind.CONNECT, result
+        assert "certificate verify failed" in (result.error_text or ""), result
+        assert server.requests == []
+    finally:
+        await server.close()
 
 
 async def test_https_verifies_and_keeps_alive(

@@ -33,8 +33,9 @@ what a webhook POST needs:
   (``static_refusal``), so it ends as ``blocked`` rather than as a retried
   DNS error.  DNS goes through an aiohttp ``AbstractResolver`` (tests
   script one) with answers cached for 60 s; addresses are tried in order.
-- **TLS** with ``ssl.create_default_context()`` (verification on) and the
-  URL's host as SNI and verified name.
+- **TLS** with ``ssl.create_default_context()`` (verification on), the
+  URL's host as SNI and verified name, and no fallback to the subject's CN
+  for a certificate without subjectAltName.
 
 Whatever happens, ``send`` returns a :class:`SendResult`; it never raises for
 a receiver's misbehaviour.
@@ -132,7 +133,7 @@ class Sender:
         # None: aiohttp's default resolver.  Tests inject one to play DNS rebinding.
         self.resolver = resolver
         self.keepalive_seconds = keepalive_seconds
-        self._ssl_context = ssl_context
+        self._ssl_context = None if ssl_context is None else tls_context(ssl_context)
         self._builder = RequestBuilder(user_agent)
         # URL -> its parsed Target, None when the policy refuses it without DNS,
         # or the text of why it is not a URL we can send to.
@@ -433,7 +434,7 @@ class Sender:
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
             # Built on first use: loading the CA store costs milliseconds.
-            self._ssl_context = ssl.create_default_context()
+            self._ssl_context = tls_context(ssl.create_default_context())
         return self._ssl_context
 
     async def _resolve(self, host: str, port: int) -> list[AddrInfo]:
@@ -484,6 +485,14 @@ class Sender:
                 self._dns.clear()
             self._dns[(host, port)] = (loop.time() + DNS_TTL_SECONDS, infos)
         return infos
+
+
+def tls_context(context: ssl.SSLContext) -> ssl.SSLContext:
+    """``context`` as deliveries use it: a certificate must name the host in its
+    subjectAltName; one that names it only in the subject's CN is refused, as
+    browsers refuse it (RFC 6125 deprecated the CN fallback)."""
+    context.hostname_checks_common_name = False
+    return context
 
 
 def _ms(started: float) -> int:
