@@ -37,7 +37,7 @@ class Reply:
 
     data: bytes = OK
     close: bool = False  # close the connection after writing
-    hang: bool = False  # keep the connection open and silent after writing
+    hang: bool = False  # stay silent after writing, until the client closes
     split: int = 0  # write in pieces of this many bytes, pausing between them
 
 
@@ -91,7 +91,8 @@ class Server:
                     writer.write(reply.data)
                     await writer.drain()
                 if reply.hang:
-                    await asyncio.sleep(3600)
+                    await reader.read()  # returns at the client's close
+                    return
                 if reply.close:
                     return
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
@@ -844,16 +845,28 @@ async def test_timeout_before_a_connection_exists(
     assert resolver.lookups == ["never.example"]
 
 
-async def test_cancelling_the_sender_task_still_cancels(
-    server: Server, make_sender: Callable[..., Awaitable[Sender]]
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart"],
+    ids=["before-the-head", "inside-the-body"],
+)
+async def test_a_cancelled_exchange_closes_its_connection_at_once(
+    server: Server, make_sender: Callable[..., Awaitable[Sender]], data: bytes
 ) -> None:
-    server.script = [Reply(b"", hang=True)]
+    """Shutdown, or an API client gone during a test send: the cancellation goes
+    through, and the connection is closed then, not when the receiver closes it."""
+    server.script = [Reply(data, hang=True)]
     sender = await make_sender()
     task = asyncio.create_task(post(sender, server.url(), timeout_ms=5000))
     await _until(lambda: len(server.requests) == 1)
+    await asyncio.sleep(0.02)  # what the receiver wrote has arrived
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    await _until(lambda: server.closed == 1, timeout=1.0)
+    # The next request gets a new connection and its own answer.
+    assert (await post(sender, server.url())).status_code == 200
+    assert server.connections == 2
 
 
 # -- DNS and addresses ----------------------------------------------------------------

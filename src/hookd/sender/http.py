@@ -279,9 +279,7 @@ class Sender:
         """Send ``request`` and wait for its outcome; None when the deadline passed first."""
         conn = self._checkout(target.key)
         if conn is not None:
-            deadline.conn = conn
-            await conn.start(request, self.max_response_bytes)
-            deadline.conn = None
+            await self._await_answer(conn, request, deadline)
             if conn.received or conn.timed_out or conn.error is None:
                 return conn
             # The peer closed this kept-alive connection just as we reused it
@@ -304,10 +302,21 @@ class Sender:
             if task is not None and task.cancelling():
                 task.uncancel()
             return None
-        deadline.conn = conn
-        await conn.start(request, self.max_response_bytes)
-        deadline.conn = None
+        await self._await_answer(conn, request, deadline)
         return conn
+
+    async def _await_answer(self, conn: H1Connection, request: bytes, deadline: _Deadline) -> None:
+        deadline.conn = conn
+        try:
+            await conn.start(request, self.max_response_bytes)
+        except BaseException:
+            # Cancelled (shutdown, an API client gone during a test send): no
+            # one will read the answer, so the connection goes now rather than
+            # whenever the receiver closes it.
+            conn.abort()
+            raise
+        finally:
+            deadline.conn = None
 
     def _checkout(self, key: PoolKey) -> H1Connection | None:
         pool = self._idle.get(key)
