@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from bench.head_micro import feed, make_head
 
+from hookd.metrics import Metrics
 from hookd.policy import ErrorKind
 from hookd.sender import TIMEOUT_MESSAGE, USER_AGENT, AddressPolicy, Sender, SendResult
 from tests.hardening.conftest import ScriptedResolver
@@ -713,33 +714,39 @@ async def test_reused_connection_dropped_before_answering_is_retried_once_fresh(
 ) -> None:
     """The peer's idle timeout and our request cross: the request goes again, once."""
     server.script = [Reply(), DROP]
-    sender = await make_sender()
+    metrics = Metrics()
+    sender = await make_sender(on_resend=metrics.requests_resent.inc)
     assert (await post(sender, server.url())).status_code == 200
     result = await post(sender, server.url())
     assert (result.status_code, result.body) == (200, "ok"), result
     # Three requests seen: the first, the dropped one, the retry on a new connection.
     assert (server.connections, len(server.requests)) == (2, 3)
+    assert metrics.registry.get_sample_value("hookd_requests_resent_total") == 1
 
 
 async def test_the_retry_happens_only_once(
     server: Server, make_sender: Callable[..., Awaitable[Sender]]
 ) -> None:
     server.script = [Reply(), DROP, DROP]
-    sender = await make_sender()
+    metrics = Metrics()
+    sender = await make_sender(on_resend=metrics.requests_resent.inc)
     assert (await post(sender, server.url())).status_code == 200
     result = await post(sender, server.url())
     assert result.error is ErrorKind.CONNECT and "disconnected" in (result.error_text or "")
     assert (server.connections, len(server.requests)) == (2, 3)
+    assert metrics.registry.get_sample_value("hookd_requests_resent_total") == 1
 
 
 async def test_a_fresh_connection_dropped_before_answering_is_not_retried(
     server: Server, make_sender: Callable[..., Awaitable[Sender]]
 ) -> None:
     server.script = [DROP]
-    sender = await make_sender()
+    metrics = Metrics()
+    sender = await make_sender(on_resend=metrics.requests_resent.inc)
     result = await post(sender, server.url())
     assert result.error is ErrorKind.CONNECT
     assert (server.connections, len(server.requests)) == (1, 1)
+    assert metrics.registry.get_sample_value("hookd_requests_resent_total") == 0
 
 
 async def test_a_reused_connection_that_answered_partly_is_not_retried(

@@ -71,6 +71,7 @@ class Daemon:
         self.sender = Sender(
             AddressPolicy(config.delivery.allow_networks),
             max_response_bytes=config.delivery.max_response_bytes,
+            on_resend=self.metrics.requests_resent.inc,
         )
         self.scheduler = Scheduler(
             self.store, self.sender, config.delivery, self.clock, metrics=self.metrics, rng=self.rng

@@ -162,6 +162,7 @@ async def run_worker(config: Config, index: int) -> int:
     sender = Sender(
         AddressPolicy(config.delivery.allow_networks),
         max_response_bytes=config.delivery.max_response_bytes,
+        on_resend=metrics.requests_resent.inc,
     )
     scheduler = Scheduler(
         store, sender, config.delivery, store.clock, metrics=metrics, rng=random.Random()

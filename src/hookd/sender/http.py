@@ -24,7 +24,7 @@ what a webhook POST needs:
   first out, closed after 30 s idle; a connection the peer closed while
   idle is dropped on checkout.  A request that fails on a *reused*
   connection before any response byte arrived is sent once more on a fresh
-  connection (see ``_exchange``).
+  connection (see ``_exchange``), and counted through ``on_resend``.
 - **The address policy on every connection.**  Each new connection goes to
   one exact IP address that ``AddressPolicy.socket_factory`` approved just
   before connecting (``sender.addresses``), after DNS, so every notation,
@@ -126,8 +126,12 @@ class Sender:
         resolver: AbstractResolver | None = None,
         ssl_context: ssl.SSLContext | None = None,
         keepalive_seconds: float = KEEPALIVE_SECONDS,
+        on_resend: Callable[[], None] | None = None,
     ) -> None:
         self.policy = policy
+        # Called for each request sent once more on a fresh connection (the
+        # daemon counts them in a metric).
+        self.on_resend = on_resend
         self.max_response_bytes = max_response_bytes
         self.user_agent = user_agent
         # None: aiohttp's default resolver.  Tests inject one to play DNS rebinding.
@@ -292,6 +296,8 @@ class Sender:
             conn.abort()
             if deadline.expired:
                 return None
+            if self.on_resend is not None:
+                self.on_resend()
         deadline.task = asyncio.current_task()
         conn = await self._connect(target, deadline)
         if deadline.expired:
