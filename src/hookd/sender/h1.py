@@ -5,15 +5,13 @@ DNS, the address policy and the deadline).  It does only what a webhook POST
 needs, so it can be small enough to read in one sitting and cheap enough per
 request:
 
-- :class:`Target` is everything a URL means for a request, parsed once and
-  cached by the sender; the request head is formatted from it with one
-  f-string, one ``encode`` and one ``transport.write``.
+- The request arrives formatted (``sender.request``): one ``transport.write``.
 - :class:`H1Connection` is one TCP (or TLS) connection.  It parses the
   response in ``data_received`` with ``bytes.find``/``split`` and a small
   state machine, and wakes the waiting coroutine through one future per
   exchange.  Everything is bounded: the head (64 KiB, 8190-byte lines,
-  128 lines), chunk-size lines, trailers, the kept body (``limit`` decoded
-  bytes) and the compressed input (4 x ``limit``).
+  128 lines), chunk-size lines, trailers, and the kept body
+  (``sender.body``).
 
 Response framing follows RFC 9112 section 6.3 for a client that only sends
 POST: 1xx are interim (101 is an error, we never ask to switch), 204 and 304
@@ -37,25 +35,18 @@ is an invalid response, like a garbled head.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import re
-import socket
-import zlib
-from typing import Any, Final, cast
-from urllib.parse import quote
+from typing import Final, cast
 
-from yarl import URL
-
-from hookd.sender.addresses import literal_address
-
-MAX_HEAD_BYTES: Final = 64 * 1024
-MAX_LINE_BYTES: Final = 8190  # aiohttp's (and nginx's) line limit
-MAX_HEADER_LINES: Final = 128
-MAX_CHUNK_LINE_BYTES: Final = 4096  # size, extensions and line end
-MAX_TRAILER_BYTES: Final = 64 * 1024
-# Compressed input read at most this many times the decoded limit: a body that
-# inflates to nothing must not keep us reading forever.
-RAW_LIMIT_FACTOR: Final = 4
+from hookd.sender.body import Body
+from hookd.sender.head import (
+    MAX_CHUNK_LINE_BYTES,
+    MAX_HEAD_BYTES,
+    MAX_LINE_BYTES,
+    MAX_TRAILER_BYTES,
+    InvalidResponse,
+    parse_head,
+    status_line,
+)
 
 # Parser states.  The body states are the ones above _HEAD, so a single
 # comparison routes data_received's common case.
@@ -70,216 +61,10 @@ _CHUNK_END: Final = 7
 _TRAILERS: Final = 8
 _CHUNK_CR: Final = 9  # a CR after chunk data arrived; its LF has not
 
-# Response headers that change how we read or what we report; the rest are skipped.
-_CONTENT_LENGTH: Final = 1
-_TRANSFER_ENCODING: Final = 2
-_CONNECTION: Final = 3
-_CONTENT_ENCODING: Final = 4
-_RETRY_AFTER: Final = 5
-_KNOWN_HEADERS: Final = {
-    b"content-length": _CONTENT_LENGTH,
-    b"transfer-encoding": _TRANSFER_ENCODING,
-    b"connection": _CONNECTION,
-    b"content-encoding": _CONTENT_ENCODING,
-    b"retry-after": _RETRY_AFTER,
-}
 _HEX_DIGITS: Final = b"0123456789abcdefABCDEF"
 
-# Request headers the client owns: a caller's value would change framing or routing.
-_RESERVED_REQUEST_HEADERS: Final = frozenset(
-    {
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "upgrade",
-        "expect",
-        "proxy-connection",
-    }
-)
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# Control characters no header value may carry (RFC 9110 section 5.5: HTAB is
-# the only one allowed).  CR and LF are counted separately, since the joined
-# header lines contain them.  A receiver or a proxy in between may cut a
-# value at a NUL or take a VT or FF for a line end: such a value is refused
-# before anything is sent.
-_VALUE_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-# RFC 3986 characters that may stand in a path or query as they are; anything
-# else is percent-encoded (as UTF-8).  "%" is kept only as the start of an
-# escape, so the URL's own escapes are sent exactly as written.
-_TARGET_SAFE = "!$&'()*+,;=:@/?~-._%"
-_LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-
-AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
-
-
-class InvalidURLError(ValueError):
-    """The URL cannot be sent to (scheme, credentials, host, notation)."""
-
-
-class Target:
-    """What one webhook URL means for a request: parsed once, reused for every delivery.
-
-    ``host`` is yarl's ``raw_host`` (IDNA-encoded, as the address policy's
-    static check reads it); ``key`` is the pool key (scheme, host, port).
-    """
-
-    __slots__ = (
-        "addr_infos",
-        "host",
-        "key",
-        "port",
-        "prefix",
-        "server_hostname",
-        "tls",
-    )
-
-    def __init__(self, url: str) -> None:
-        try:
-            parsed = URL(url)
-            raw = URL(url, encoded=True)
-            port = parsed.port
-        except (ValueError, UnicodeError) as exc:
-            raise InvalidURLError(str(exc) or "cannot parse") from None
-        scheme = parsed.scheme.lower()
-        if scheme not in ("http", "https"):
-            raise InvalidURLError(f"{url[:100]!r} is not an http:// or https:// URL")
-        host = parsed.raw_host
-        if not host or port is None:
-            raise InvalidURLError(f"{url[:100]!r} has no host")
-        if parsed.raw_user is not None or parsed.raw_password is not None:
-            raise InvalidURLError("credentials in the URL are not sent")
-        self.tls = scheme == "https"
-        self.host = host
-        self.port = port
-        self.key = (scheme, host, port)
-        # TLS names carry no trailing dot (certificates never do).
-        self.server_hostname = host.rstrip(".")
-        self.addr_infos = _literal_addr_infos(host, port)
-        host_header = parsed.host_port_subcomponent or host
-        request_target = _request_target(raw.raw_path, raw.raw_query_string)
-        self.prefix = f"POST {request_target} HTTP/1.1\r\nHost: {host_header}\r\n"
-
-
-def _literal_addr_infos(host: str, port: int) -> list[AddrInfo] | None:
-    """Connect candidates for an IP-literal host (no DNS), or None for a name.
-
-    Legacy IPv4 notations (``0177.1``, ``0x7f000001``) mean the address a
-    resolver's ``inet_aton`` makes of them; we make it ourselves, so the
-    policy judges that address and no resolver is asked about such a "name".
-    """
-    text = host.replace("%25", "%")  # a zone index, percent-encoded in the URL
-    try:
-        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(text)
-    except ValueError:
-        legacy = literal_address(host)
-        if legacy is None:
-            return None
-        address = legacy
-        text = str(legacy)
-    if address.version == 6:
-        return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (text, port, 0, 0))]
-    return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (text, port))]
-
-
-def _request_target(path: str, query: str) -> str:
-    target = path or "/"
-    if query:
-        target = f"{target}?{query}"
-    return quote(_LONE_PERCENT.sub("%25", target), safe=_TARGET_SAFE)
-
-
-class RequestBuilder:
-    """Formats request heads; remembers which caller header names it has vetted."""
-
-    __slots__ = ("_defaults", "_names")
-
-    def __init__(self, user_agent: str) -> None:
-        _check_value(user_agent)
-        self._defaults = {
-            "content-type": "Content-Type: application/json\r\n",
-            "user-agent": f"User-Agent: {user_agent}\r\n",
-            "accept-encoding": "Accept-Encoding: gzip, deflate\r\n",
-        }
-        # name -> its lower-case form when it replaces a default, else "".
-        self._names: dict[str, str] = {}
-
-    def build(self, target: Target, body: bytes, headers: dict[str, str]) -> bytes:
-        """The whole request as one bytes object; ValueError for an unsendable header."""
-        names = self._names
-        replaced: list[str] | None = None
-        for name in headers:
-            override = names.get(name)
-            if override is None:
-                override = self._vet_name(name)
-            if override:
-                replaced = [override] if replaced is None else [*replaced, override]
-        caller = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
-        # One CR and one LF per line we wrote: any more came from a value.
-        if caller.count("\n") != len(headers) or caller.count("\r") != len(headers):
-            raise ValueError("a header value contains CR or LF")
-        if _VALUE_CONTROLS.search(caller) is not None:
-            raise ValueError("a header value contains a control character")
-        if replaced is None:
-            defaults = "".join(self._defaults.values())
-        else:
-            defaults = "".join(v for k, v in self._defaults.items() if k not in replaced)
-        head = (f"{target.prefix}{defaults}{caller}Content-Length: {len(body)}\r\n\r\n").encode()
-        return head + body
-
-    def _vet_name(self, name: str) -> str:
-        lower = name.lower()
-        if not _TOKEN.fullmatch(name):
-            raise ValueError(f"header name {name[:50]!r} is not a token")
-        if lower in _RESERVED_REQUEST_HEADERS:
-            raise ValueError(f"header {name} is set by the client itself")
-        override = lower if lower in self._defaults else ""
-        if len(self._names) < 1024:  # caller names are a handful; never grow unbounded
-            self._names[name] = override
-        return override
-
-
-def _check_value(value: str) -> None:
-    if "\r" in value or "\n" in value or _VALUE_CONTROLS.search(value) is not None:
-        raise ValueError("a header value contains a control character")
-
-
-class _Invalid(Exception):
-    """A response that is not HTTP/1.x as we accept it; the text says why."""
-
-
-def _status_line(line: bytes) -> tuple[int, bool]:
-    """(status, speaks HTTP/1.1) from a status line, or _Invalid."""
-    if (
-        len(line) < 12
-        or not line.startswith(b"HTTP/1.")
-        or line[8] != 0x20
-        or not line[7:8].isdigit()
-        or not line[9:12].isdigit()
-        or (len(line) > 12 and line[12] != 0x20)
-    ):
-        raise _Invalid(f"bad status line {line[:40]!r}")
-    status = int(line[9:12])
-    if status < 100:
-        raise _Invalid(f"bad status code {status}")
-    return status, line[7] != 0x30
-
-
-def _content_length(value: bytes, known: int) -> int:
-    # "5, 5" (a list of equal values) is allowed; anything else that disagrees is not.
-    length = known
-    for part in value.split(b","):
-        part = part.strip()
-        if not part.isdigit() or len(part) > 18:
-            raise _Invalid(f"bad Content-Length {value[:40]!r}")
-        n = int(part)
-        if length >= 0 and n != length:
-            raise _Invalid("conflicting Content-Length values")
-        length = n
-    return length
+# A parked connection's body: it holds nothing, and start() replaces it.
+_PARKED = Body(0)
 
 
 class H1Connection(asyncio.Protocol):
@@ -298,19 +83,15 @@ class H1Connection(asyncio.Protocol):
         "body",
         "buf",
         "closed",
-        "decompressor",
         "error",
         "idle_since",
         "incomplete",
         "invalid",
         "keep_alive",
         "key",
-        "limit",
         "line_checked",
         "live",
         "loop",
-        "raw_limit",
-        "raw_read",
         "received",
         "remaining",
         "retry_after",
@@ -341,11 +122,7 @@ class H1Connection(asyncio.Protocol):
         self.received = False
         self.status: int | None = None
         self.retry_after: str | None = None
-        self.body = bytearray()
-        self.limit = 0
-        self.raw_limit = 0
-        self.raw_read = 0
-        self.decompressor: Any = None
+        self.body = _PARKED
         self.remaining = 0
         self.keep_alive = True
         self.error: str | None = None
@@ -365,11 +142,7 @@ class H1Connection(asyncio.Protocol):
         self.received = False
         self.status = None
         self.retry_after = None
-        self.body = bytearray()
-        self.limit = limit
-        self.raw_limit = limit * RAW_LIMIT_FACTOR
-        self.raw_read = 0
-        self.decompressor = None
+        self.body = Body(limit)
         self.keep_alive = True
         self.error = None
         self.invalid = False
@@ -412,7 +185,7 @@ class H1Connection(asyncio.Protocol):
         self.state = _IDLE
         self.waiter = None
         self.idle_since = now
-        self.body = bytearray()
+        self.body = _PARKED
 
     def abort(self) -> None:
         self.closed = True
@@ -458,7 +231,7 @@ class H1Connection(asyncio.Protocol):
                 # Bytes nobody asked for (idle, or after a complete response):
                 # the stream's framing can no longer be trusted.
                 self.abort()
-        except _Invalid as exc:
+        except InvalidResponse as exc:
             self._fail(str(exc), invalid=True)
 
     # -- parsing -------------------------------------------------------------------------
@@ -478,7 +251,7 @@ class H1Connection(asyncio.Protocol):
                 self._partial_head(buf, start)
                 return
             if end > MAX_HEAD_BYTES:
-                raise _Invalid("response head larger than 64 KiB")
+                raise InvalidResponse("response head larger than 64 KiB")
             rest = buf[end + skip :]
             mode = self._parse_head(bytes(buf[:end]))
             if self.buf:
@@ -500,88 +273,36 @@ class H1Connection(asyncio.Protocol):
 
     def _partial_head(self, buf: bytes | bytearray, start: int) -> None:
         if len(buf) > MAX_HEAD_BYTES:
-            raise _Invalid("response head larger than 64 KiB")
+            raise InvalidResponse("response head larger than 64 KiB")
         if not self.line_checked:
             # Judge the status line as soon as it is there, so a peer that is not
             # HTTP at all fails now rather than at the deadline.  (No line end
             # was before ``start``, or the line would have been judged then.)
             nl = buf.find(b"\n", start)
             if nl >= 0:
-                _status_line(bytes(buf[:nl]).rstrip(b"\r"))
+                status_line(bytes(buf[:nl]).rstrip(b"\r"))
                 self.line_checked = True
             elif len(buf) > MAX_LINE_BYTES or not b"HTTP/1.".startswith(buf[:7]):
-                raise _Invalid(f"bad status line {bytes(buf[:40])!r}")
+                raise InvalidResponse(f"bad status line {bytes(buf[:40])!r}")
         if buf is not self.buf:
             self.buf += buf
 
-    def _parse_head(self, head: bytes) -> int:
-        """Read a complete head; the body mode to go on with (_IDLE for an interim 1xx)."""
-        # A NUL or a CR that ends no line: parsers disagree on where such a
-        # value (or line) ends, which is how one response is read as two.
-        # (``head`` stops before the last line's LF, so it may end in a CR.)
-        if b"\x00" in head:
-            raise _Invalid("NUL in the response head")
-        if head.count(b"\r") != head.count(b"\r\n") + head.endswith(b"\r"):
-            raise _Invalid("bare CR in the response head")
-        lines = head.split(b"\n")
-        if len(lines) > MAX_HEADER_LINES + 1:
-            raise _Invalid("too many header lines")
-        status, http11 = _status_line(lines[0].rstrip(b"\r"))
-        if status < 200:
-            if status == 101:
-                raise _Invalid("unexpected 101 Switching Protocols")
+    def _parse_head(self, raw: bytes) -> int:
+        """Take a complete head; the body mode to go on with (_IDLE for an interim 1xx)."""
+        head = parse_head(raw)
+        if head is None:
             return _IDLE
-        keep_alive = http11
-        length = -1
-        codings: list[bytes] = []
-        encoding: bytes | None = None
-        retry_after: bytes | None = None
-        last_known = False
-        for i in range(1, len(lines)):
-            line = lines[i]
-            if len(line) > MAX_LINE_BYTES:
-                raise _Invalid("header line longer than 8190 bytes")
-            colon = line.find(b":")
-            if colon <= 0:
-                if line[:1] in (b" ", b"\t"):
-                    # An obsolete folded continuation: harmless on a header we
-                    # skip, ambiguous on one we act on.
-                    if last_known:
-                        raise _Invalid("folded header line")
-                    continue
-                if not line.strip():
-                    raise _Invalid("stray empty line in the head")
-                raise _Invalid(f"bad header line {line[:40]!r}")
-            name = line[:colon]
-            if name[:1] in (b" ", b"\t"):
-                raise _Invalid(f"bad header line {line[:40]!r}")
-            kind = _KNOWN_HEADERS.get(name.rstrip(b" \t").lower())
-            last_known = kind is not None
-            if kind is None:
-                continue
-            value = line[colon + 1 :].strip()
-            if kind == _CONTENT_LENGTH:
-                length = _content_length(value, length)
-            elif kind == _TRANSFER_ENCODING:
-                codings += [c.strip() for c in value.lower().split(b",") if c.strip()]
-            elif kind == _CONNECTION:
-                if b"close" in [t.strip() for t in value.lower().split(b",")]:
-                    keep_alive = False
-            elif kind == _CONTENT_ENCODING:
-                if encoding is None:
-                    encoding = value.lower()
-            elif retry_after is None:
-                retry_after = value
+        status = head.status
+        length = head.length
+        codings = head.codings
         self.status = status
-        self.keep_alive = keep_alive
-        if retry_after is not None:
-            self.retry_after = retry_after.decode("latin-1")
+        self.keep_alive = head.keep_alive
+        if head.retry_after is not None:
+            self.retry_after = head.retry_after.decode("latin-1")
         if status == 204 or status == 304:
             return _DONE
-        if encoding in (b"gzip", b"x-gzip"):
-            self.decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == b"deflate":
-            self.decompressor = zlib.decompressobj()
+        if head.encoding is not None:
+            self.body.decode(head.encoding)
         if codings:
             # With a Transfer-Encoding, Content-Length means nothing, and a
             # sender that used both is one we would rather not reuse.
@@ -703,39 +424,10 @@ class H1Connection(asyncio.Protocol):
 
     def _keep(self, piece: bytes | bytearray) -> bool:
         """Keep what fits of a body piece; False when we stop reading (limit reached)."""
-        body = self.body
-        room = self.limit - len(body)
-        decompressor = self.decompressor
-        if decompressor is None:
-            if len(piece) > room:
-                body += piece[:room]
-                self._stop_early()
-                return False
-            body += piece
+        if self.body.add(piece):
             return True
-        raw_read = self.raw_read + len(piece)
-        self.raw_read = raw_read
-        over = raw_read > self.raw_limit
-        if over:
-            piece = piece[: len(piece) - (raw_read - self.raw_limit)]
-        if room <= 0:  # max_length=0 would mean "no limit" to zlib
-            self._stop_early()
-            return False
-        try:
-            body += decompressor.decompress(piece, room)
-        except zlib.error:
-            # Not really compressed: keep the raw bytes from here on.
-            self.decompressor = None
-            body += piece[:room]
-            if len(piece) > room:
-                over = True
-        else:
-            if decompressor.unconsumed_tail:
-                over = True
-        if over:
-            self._stop_early()
-            return False
-        return True
+        self._stop_early()
+        return False
 
     # -- endings -------------------------------------------------------------------------
 
