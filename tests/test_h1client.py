@@ -1,4 +1,5 @@
-"""The delivery client (sender.http + sender.h1) against raw sockets on loopback.
+"""The delivery client against raw sockets on loopback, on each transport (hookd's
+own HTTP/1.1 client and aiohttp's ClientSession).
 
 A tiny asyncio server writes canned bytes for each request it reads and counts
 the TCP connections it accepted, so "reused" and "not reused" are facts seen
@@ -709,6 +710,23 @@ async def test_caller_headers_replace_defaults_and_cannot_inject(
 def test_a_user_agent_with_control_characters_is_refused() -> None:
     with pytest.raises(ValueError, match="control character"):
         Sender(LOOPBACK, user_agent="hookd\x00/1")
+
+
+async def test_no_proxy_from_the_environment_and_no_cookies(
+    server: Server, make_sender: Callable[..., Awaitable[Sender]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    server.default = Reply(
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\nContent-Length: 2\r\n\r\nok"
+    )
+    sender = await make_sender()
+    for _ in range(2):
+        assert (await post(sender, server.url())).status_code == 200
+    assert len(server.requests) == 2, "straight to the receiver"
+    assert b"cookie" not in server.requests[1].lower()
 
 
 async def test_default_port_is_not_in_the_host_header(

@@ -24,11 +24,18 @@ from email.utils import formatdate
 import pytest
 
 from hookd.models import Status
-from hookd.sender import TIMEOUT_MESSAGE, AddressPolicy, Sender
+from hookd.sender import CLIENTS, TIMEOUT_MESSAGE, AddressPolicy, Sender
 from tests.conftest import Harness, eventually
 from tests.hardening.conftest import CountingServer, wait_status
 
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture(params=CLIENTS)
+def sender_client(request: pytest.FixtureRequest) -> str:
+    """This suite runs on every transport: hookd's own client and aiohttp's."""
+    return str(request.param)
+
 
 TIMEOUT_MS = 1500
 # Scheduling slack on a busy 2-core CI box, on top of timeoutMs.
@@ -553,9 +560,11 @@ def _rss_bytes() -> int:
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc (Linux)")
-async def test_rss_stays_flat_over_repeated_hostile_responses(chaos: ChaosReceiver) -> None:
+async def test_rss_stays_flat_over_repeated_hostile_responses(
+    chaos: ChaosReceiver, sender_client: str
+) -> None:
     """Five attempts at each body/header case: resident memory does not creep up."""
-    sender = Sender(AddressPolicy(["127.0.0.0/8"]))
+    sender = Sender(AddressPolicy(["127.0.0.0/8"]), client=sender_client)
     await sender.start()
     try:
         chaos.behaviours["/warm"] = _fixed(head("200 OK", "Content-Length: 0"))

@@ -19,7 +19,8 @@ next connection the pool gives.
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
+import weakref
+from contextvars import ContextVar
 from typing import Any
 
 import aiohttp
@@ -57,6 +58,29 @@ class _Exchange:
         self.reused = False
 
 
+# The exchange the current task is making, for the connector to mark.
+_CURRENT: ContextVar[_Exchange | None] = ContextVar("hookd_aio_exchange", default=None)
+
+
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's connector, noting whether the connection a request gets has
+    carried one before (the only way to tell, with the public API, that a
+    disconnect came from a kept-alive connection the peer had just closed)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.used: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    async def connect(self, *args: Any, **kwargs: Any) -> aiohttp.connector.Connection:
+        conn = await super().connect(*args, **kwargs)
+        got = _CURRENT.get()
+        protocol = conn.protocol
+        if got is not None and protocol is not None:
+            got.reused = protocol in self.used
+            self.used.add(protocol)
+        return conn
+
+
 class AiohttpClient:
     """The :class:`~hookd.sender.transport.Transport` on aiohttp's ``ClientSession``."""
 
@@ -67,9 +91,7 @@ class AiohttpClient:
 
     async def start(self) -> None:
         options = self.options
-        trace = aiohttp.TraceConfig()
-        trace.on_connection_reuseconn.append(_note_reuse)
-        connector = aiohttp.TCPConnector(
+        connector = _Connector(
             limit=0,  # the scheduler's semaphores are the limits
             limit_per_host=0,
             ttl_dns_cache=DNS_TTL_SECONDS,
@@ -92,7 +114,6 @@ class AiohttpClient:
             max_line_size=MAX_LINE_BYTES,
             max_field_size=MAX_LINE_BYTES,
             max_headers=MAX_HEADER_LINES,
-            trace_configs=[trace],
         )
 
     async def close(self) -> None:
@@ -117,6 +138,7 @@ class AiohttpClient:
         except ValueError as exc:
             return failed(ErrorKind.CONNECT, f"invalid request: {exc}", started)
         got = _Exchange(self.options.max_response_bytes)
+        token = _CURRENT.set(got)
         deadline = asyncio.timeout(timeout_ms / 1000)
         try:
             async with deadline:
@@ -138,6 +160,8 @@ class AiohttpClient:
             return failed(ErrorKind.CONNECT, _disconnected(exc), started)
         except aiohttp.ClientResponseError as exc:
             return failed(ErrorKind.INVALID_RESPONSE, f"invalid response: {exc.message}", started)
+        except aiohttp.InvalidURL as exc:
+            return failed(ErrorKind.CONNECT, f"invalid URL: {exc}"[:500], started)
         except aiohttp.ClientConnectorCertificateError as exc:
             return failed(ErrorKind.CONNECT, cannot_connect(target, exc.certificate_error), started)
         except aiohttp.ClientConnectorError as exc:
@@ -149,6 +173,8 @@ class AiohttpClient:
             if got.status is not None:
                 return _result(got, ErrorKind.INCOMPLETE, f"incomplete response: {text}", started)
             return failed(ErrorKind.CONNECT, text[:500], started)
+        finally:
+            _CURRENT.reset(token)
         if got.status == 101:
             return failed(
                 ErrorKind.INVALID_RESPONSE,
@@ -172,7 +198,6 @@ class AiohttpClient:
                     data=body,
                     headers=headers,
                     allow_redirects=False,
-                    trace_request_ctx=got,
                 ) as resp:
                     got.status = resp.status
                     if resp.status == 101:
@@ -205,14 +230,6 @@ class AiohttpClient:
                 got.reused = False
                 if self.options.on_resend is not None:
                     self.options.on_resend()
-
-
-async def _note_reuse(
-    session: aiohttp.ClientSession, context: SimpleNamespace, params: Any
-) -> None:
-    got = context.trace_request_ctx
-    if isinstance(got, _Exchange):
-        got.reused = True
 
 
 def _result(got: _Exchange, kind: ErrorKind | None, text: str | None, started: float) -> SendResult:

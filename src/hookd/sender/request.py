@@ -98,7 +98,15 @@ class Target:
         host_header = parsed.host_port_subcomponent or host
         request_target = _request_target(raw.raw_path, raw.raw_query_string)
         self.prefix = f"POST {request_target} HTTP/1.1\r\nHost: {host_header}\r\n"
-        self.url = URL(f"{scheme}://{host_header}{request_target}", encoded=True)
+        url_host = host_header
+        if self.addr_infos is not None and literal_address(host) is not None:
+            # A legacy IPv4 notation (0177.1) as the address it means, which
+            # is what the own client connects to and what yarl accepts.
+            address = self.addr_infos[0][4][0]
+            url_host = f"[{address}]" if ":" in address else address
+            if parsed.explicit_port:
+                url_host = f"{url_host}:{port}"
+        self.url = URL(f"{scheme}://{url_host}{request_target}", encoded=True)
 
 
 def _literal_addr_infos(host: str, port: int) -> list[AddrInfo] | None:
