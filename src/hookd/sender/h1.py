@@ -292,17 +292,14 @@ class H1Connection(asyncio.Protocol):
         head = parse_head(raw)
         if head is None:
             return _IDLE
-        status = head.status
-        length = head.length
-        codings = head.codings
+        status, self.keep_alive, length, codings, encoding, retry_after = head
         self.status = status
-        self.keep_alive = head.keep_alive
-        if head.retry_after is not None:
-            self.retry_after = head.retry_after.decode("latin-1")
+        if retry_after is not None:
+            self.retry_after = retry_after.decode("latin-1")
         if status == 204 or status == 304:
             return _DONE
-        if head.encoding is not None:
-            self.body.decode(head.encoding)
+        if encoding is not None:
+            self.body.decode(encoding)
         if codings:
             # With a Transfer-Encoding, Content-Length means nothing, and a
             # sender that used both is one we would rather not reuse.

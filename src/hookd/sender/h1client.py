@@ -180,6 +180,12 @@ class H1Client:
             task = deadline.task
             if deadline.expired and task is not None and task.uncancel() == 0:
                 return timed_out(started)
+            if deadline.conn is not None:
+                # Cancelled while waiting for the answer (shutdown, an API
+                # client gone during a test send): no one will read it, so
+                # the connection goes now rather than whenever the receiver
+                # closes it.
+                deadline.conn.abort()
             raise
         except _Blocked:
             return failed(ErrorKind.BLOCKED, "blocked", started)
@@ -224,7 +230,9 @@ class H1Client:
         """Send ``request`` and wait for its outcome; None when the deadline passed first."""
         conn = self._checkout(target.key)
         if conn is not None:
-            await self._await_answer(conn, request, deadline)
+            deadline.conn = conn
+            await conn.start(request, self.max_response_bytes)
+            deadline.conn = None
             if conn.received or conn.timed_out or conn.error is None:
                 return conn
             # The peer closed this kept-alive connection just as we reused it
@@ -249,21 +257,10 @@ class H1Client:
             if task is not None and task.cancelling():
                 task.uncancel()
             return None
-        await self._await_answer(conn, request, deadline)
-        return conn
-
-    async def _await_answer(self, conn: H1Connection, request: bytes, deadline: _Deadline) -> None:
         deadline.conn = conn
-        try:
-            await conn.start(request, self.max_response_bytes)
-        except BaseException:
-            # Cancelled (shutdown, an API client gone during a test send): no
-            # one will read the answer, so the connection goes now rather than
-            # whenever the receiver closes it.
-            conn.abort()
-            raise
-        finally:
-            deadline.conn = None
+        await conn.start(request, self.max_response_bytes)
+        deadline.conn = None
+        return conn
 
     def _checkout(self, key: PoolKey) -> H1Connection | None:
         pool = self._idle.get(key)

@@ -10,7 +10,7 @@ lengths, a folded line on a header we act on, a NUL, a bare CR) is refused.
 
 from __future__ import annotations
 
-from typing import Final, NamedTuple
+from typing import Final
 
 MAX_HEAD_BYTES: Final = 64 * 1024
 MAX_LINE_BYTES: Final = 8190  # aiohttp's (and nginx's) line limit
@@ -33,13 +33,10 @@ _KNOWN_HEADERS: Final = {
 }
 
 
-class Head(NamedTuple):
-    status: int
-    keep_alive: bool  # HTTP/1.1 and no "Connection: close"
-    length: int  # Content-Length, -1 when absent
-    codings: list[bytes]  # Transfer-Encoding, lower case, in order
-    encoding: bytes | None  # Content-Encoding, lower case
-    retry_after: bytes | None
+# (status, keep-alive: HTTP/1.1 and no "Connection: close", Content-Length or -1,
+# Transfer-Encoding codings in order, Content-Encoding, Retry-After), lower case
+# where case does not matter.  A plain tuple: one is made for every response.
+Head = tuple[int, bool, int, list[bytes], bytes | None, bytes | None]
 
 
 class InvalidResponse(Exception):
@@ -135,4 +132,4 @@ def parse_head(head: bytes) -> Head | None:
                 encoding = value.lower()
         elif retry_after is None:
             retry_after = value
-    return Head(status, keep_alive, length, codings, encoding, retry_after)
+    return status, keep_alive, length, codings, encoding, retry_after

@@ -35,11 +35,14 @@ _RESERVED_REQUEST_HEADERS: Final = frozenset(
 )
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Control characters no header value may carry (RFC 9110 section 5.5: HTAB is
-# the only one allowed).  CR and LF are counted separately, since the joined
-# header lines contain them.  A receiver or a proxy in between may cut a
-# value at a NUL or take a VT or FF for a line end: such a value is refused
+# the only one allowed).  A receiver or a proxy in between may cut a value at
+# a NUL or take a VT, FF or lone CR for a line end: such a value is refused
 # before anything is sent.
-_VALUE_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_VALUE_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# The same, as bytes to delete: a header block loses exactly its line ends
+# (one CR and one LF per line) when no value holds one.  (UTF-8 never encodes
+# a non-ASCII character with a byte below 0x80.)
+_CONTROL_BYTES = bytes(range(9)) + bytes(range(10, 32)) + b"\x7f"
 # RFC 3986 characters that may stand in a path or query as they are; anything
 # else is percent-encoded (as UTF-8).  "%" is kept only as the start of an
 # escape, so the URL's own escapes are sent exactly as written.
@@ -160,8 +163,8 @@ class RequestBuilder:
             defaults = "".join(self._defaults.values())
         else:
             defaults = "".join(v for k, v in self._defaults.items() if k not in replaced)
-        head = (f"{target.prefix}{defaults}{caller}Content-Length: {len(body)}\r\n\r\n").encode()
-        return head + body
+        length = f"Content-Length: {len(body)}\r\n\r\n"
+        return b"".join(((target.prefix + defaults).encode(), caller, length.encode(), body))
 
     def headers(self, headers: dict[str, str]) -> dict[str, str]:
         """The defaults and ``headers``, vetted as :meth:`build` vets them, as a mapping
@@ -171,7 +174,7 @@ class RequestBuilder:
         out.update(headers)
         return out
 
-    def _vet(self, headers: dict[str, str]) -> tuple[list[str] | None, str]:
+    def _vet(self, headers: dict[str, str]) -> tuple[list[str] | None, bytes]:
         """(the defaults the caller replaces, the caller's header lines); ValueError
         for a name that is no token or is the client's own, or a value with a
         control character."""
@@ -183,11 +186,9 @@ class RequestBuilder:
                 override = self._vet_name(name)
             if override:
                 replaced = [override] if replaced is None else [*replaced, override]
-        caller = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
-        # One CR and one LF per line we wrote: any more came from a value.
-        if caller.count("\n") != len(headers) or caller.count("\r") != len(headers):
-            raise ValueError("a header value contains CR or LF")
-        if _VALUE_CONTROLS.search(caller) is not None:
+        caller = "".join([f"{name}: {value}\r\n" for name, value in headers.items()]).encode()
+        # One CR and one LF per line we wrote: any other control came from a value.
+        if len(caller) - len(caller.translate(None, _CONTROL_BYTES)) != 2 * len(headers):
             raise ValueError("a header value contains a control character")
         return replaced, caller
 
@@ -204,5 +205,5 @@ class RequestBuilder:
 
 
 def _check_value(value: str) -> None:
-    if "\r" in value or "\n" in value or _VALUE_CONTROLS.search(value) is not None:
+    if _VALUE_CONTROLS.search(value) is not None:
         raise ValueError("a header value contains a control character")
