@@ -2,7 +2,7 @@
 for, and how it reads each answer and each aiohttp error into a result.
 
 The transport's behaviour against real sockets is covered with the own
-client's in tests/test_h1client.py and the hardening suites; here aiohttp's
+client's in tests/client/ and the hardening suites; here aiohttp's
 request path is replaced, so each aiohttp outcome can be set exactly.
 """
 

@@ -1,6 +1,6 @@
 """HTTP/1.1 on an asyncio Protocol: one exchange at a time per connection, bounded parsing.
 
-This is the wire half of the delivery client (``sender.http`` holds the pool,
+This is the wire half of hookd's own client (``sender.h1client`` holds the pool,
 DNS, the address policy and the deadline).  It does only what a webhook POST
 needs, so it can be small enough to read in one sitting and cheap enough per
 request:
