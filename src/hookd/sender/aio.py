@@ -152,7 +152,8 @@ class AiohttpClient:
         except aiohttp.ClientPayloadError as exc:
             text = str(exc)
             if got.status is not None and text.startswith(_NOT_COMPLETED):
-                return _result(got, ErrorKind.INCOMPLETE, f"incomplete response: {text}", started)
+                text = f"incomplete response: {text}"[:500]
+                return _result(got, ErrorKind.INCOMPLETE, text, started)
             return failed(ErrorKind.INVALID_RESPONSE, f"invalid response: {text}"[:500], started)
         except aiohttp.ServerDisconnectedError as exc:
             if got.status is not None:
@@ -171,7 +172,8 @@ class AiohttpClient:
         except (aiohttp.ClientError, OSError) as exc:
             text = str(exc) or type(exc).__name__
             if got.status is not None:
-                return _result(got, ErrorKind.INCOMPLETE, f"incomplete response: {text}", started)
+                text = f"incomplete response: {text}"[:500]
+                return _result(got, ErrorKind.INCOMPLETE, text, started)
             return failed(ErrorKind.CONNECT, text[:500], started)
         finally:
             _CURRENT.reset(token)
