@@ -91,6 +91,16 @@ ROWS: list[tuple[str, str, str, str, float | None, bool]] = [
     ("isolation", "deliveries_per_s", "healthy deliveries/s", "/s", None, True),
     ("isolation", "ratio_same_webhooks", "healthy vs the same webhooks, clean run", "", 0.90, True),
     ("isolation", "ratio", "healthy vs the whole clean run (stricter)", "", 0.90, True),
+    (
+        "dribble",
+        "deliveries_per_s",
+        "healthy deliveries/s beside 8 head-dribblers",
+        "/s",
+        None,
+        True,
+    ),
+    ("dribble", "ratio_same_webhooks", "healthy vs the same webhooks, clean run", "", 0.90, True),
+    ("dribble", "cpu_us_per_delivery", "daemon CPU per healthy delivery", "µs", None, False),
     # --analyze: the same two with full planner statistics (what a pinned claim plan gets)
     ("throughput_analyzed", "deliveries_per_s", "deliveries/s (one process)", "/s", 6000, True),
     ("throughput_analyzed", "cpu_us_per_delivery", "daemon CPU per delivery", "µs", 150, False),
@@ -108,6 +118,8 @@ ROWS: list[tuple[str, str, str, str, float | None, bool]] = [
     ("isolation_analyzed", "ratio", "healthy vs the whole clean run (stricter)", "", 0.90, True),
 ]
 WHAT_IF = ("throughput", "isolation")
+# Scenarios measured against the clean throughput run, each run paired with one.
+RELATIVE = ("isolation", "dribble")
 
 
 def _median_tree(runs: list[Any]) -> Any:
@@ -176,8 +188,8 @@ def run(args: argparse.Namespace) -> int:
     clean_from: dict[str, Any] | None = None
     if args.clean_from:
         clean_from = json.loads(Path(args.clean_from).read_text())["scenarios"]["throughput"]
-    elif "isolation" in chosen and "throughput" not in chosen:
-        chosen = ["throughput", *chosen]  # isolation is relative to the clean run
+    elif any(r in chosen for r in RELATIVE) and "throughput" not in chosen:
+        chosen = ["throughput", *chosen]  # relative to the clean run
     order = [s for s in SCENARIOS if s in chosen]
     started = time.time()
     summary: dict[str, Any] = {}
@@ -208,19 +220,21 @@ def run(args: argparse.Namespace) -> int:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(doc, indent=2) + "\n")
 
-    # Each isolation run is paired with a clean run and compared with it:
-    # this machine's speed drifts by a third within the hour, so a ratio of
-    # two medians taken minutes apart measured the drift as much as hookd.
-    # Pairs alternate which goes first, so a drift within a pair cancels out.
-    paired = "throughput" in order and "isolation" in order
+    # Each isolation (or dribble) run is paired with a clean run and compared
+    # with it: this machine's speed drifts by a third within the hour, so a
+    # ratio of two medians taken minutes apart measured the drift as much as
+    # hookd.  Pairs alternate which goes first, so a drift within a pair
+    # cancels out.
+    relative = [r for r in RELATIVE if r in order]
+    paired = "throughput" in order and bool(relative)
     schedule: list[tuple[str, int, int]] = []  # scenario, run, its runs
     for name in order:
-        if name == "isolation" and paired:
+        if name in relative and paired:
             continue
         n = args.backlog_runs if name == "backlog" else runs
         for i in range(n):
             if name == "throughput" and paired:
-                pair = [("throughput", i, n), ("isolation", i, n)]
+                pair = [("throughput", i, n), *((r, i, n) for r in relative)]
                 schedule += pair if i % 2 == 0 else pair[::-1]
             else:
                 schedule.append((name, i, n))
@@ -232,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
         t = time.monotonic()
         result = SCENARIOS[name](sizes, args.keep)
         result["wall_s"] = time.monotonic() - t
-        if paired and name in ("throughput", "isolation"):
+        if paired and name in ("throughput", *relative):
             result["pair"] = i
         results.append(result)
         print(f"[bench] {name}: {_brief(name, result)}", file=sys.stderr, flush=True)
@@ -250,8 +264,8 @@ def _hookd_path() -> str:
 
 
 def _isolation_ratio(summary: dict[str, Any], clean_from: dict[str, Any] | None = None) -> None:
-    for suffix in ("", "_analyzed"):
-        iso = summary.get("isolation" + suffix)
+    for name, suffix in [(r, s) for r in RELATIVE for s in ("", "_analyzed")]:
+        iso = summary.get(name + suffix)
         clean_runs = summary.get("throughput" + suffix) or clean_from
         if not iso or not clean_runs:
             continue
@@ -292,6 +306,7 @@ def _brief(name: str, r: dict[str, Any]) -> str:
     keys = {
         "throughput": ("deliveries_per_s", "cpu_us_per_delivery", "peak_rss_mb", "complete"),
         "isolation": ("deliveries_per_s", "cpu_us_per_attempt", "received_429", "complete"),
+        "dribble": ("deliveries_per_s", "cpu_us_per_delivery", "received_dribble", "complete"),
         "ingest": (
             "events_per_s",
             "ack_ms_p99",

@@ -1,4 +1,4 @@
-"""Micro-benchmark of the delivery client alone: aiohttp's ClientSession vs hookd's own.
+"""Micro-benchmark of the delivery client alone: hookd's own vs aiohttp's ClientSession.
 
 ``python -m bench.client_micro [-n 20000] [-c 64] [--urls 50] [--repeat 3] [--uvloop]``
 
@@ -9,9 +9,9 @@ requests/s and the CPU this process spent per request (``time.process_time``),
 the figure to trust on a shared box: throughput moves with whatever else runs
 on the two cores, CPU per request much less.
 
-"aiohttp" is the delivery path as it was before ``sender.h1``: one
-ClientSession configured as the old Sender configured it, the same total
-timeout, the same bounded body read.  "hookd" is ``hookd.sender.Sender``.
+Both are ``hookd.sender.Sender``: "hookd" on its own HTTP/1.1 client (the
+default), "aiohttp" on the aiohttp transport (``[delivery] client =
+"aiohttp"``), with the same request, deadline and bounded body read.
 """
 
 from __future__ import annotations
@@ -21,15 +21,12 @@ import asyncio
 import json
 import statistics
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import aiohttp
-
 from bench.common import run_fast
 from bench.scenarios import ReceiverProc
-from hookd.sender import USER_AGENT, AddressPolicy, Sender, signature_headers
+from hookd.sender import AddressPolicy, Sender, signature_headers
 
 POLICY = AddressPolicy(["127.0.0.0/8"])
 BODY = json.dumps(
@@ -56,66 +53,11 @@ LIMIT = 8192
 Send = Callable[[str], Awaitable[int | None]]
 
 
-class AiohttpClient:
-    """The pre-h1 delivery path: the old Sender's session and body read, trimmed to the send."""
+class Client:
+    """A started Sender on one transport, sending the benchmark's request."""
 
-    def __init__(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=0,
-            limit_per_host=0,
-            ttl_dns_cache=60,
-            keepalive_timeout=30,
-            socket_factory=POLICY.socket_factory,
-            enable_cleanup_closed=False,
-        )
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            trust_env=False,
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Content-Type"),
-        )
-
-    async def send(self, url: str) -> int | None:
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            "Accept-Encoding": "gzip, deflate",
-            **HEADERS,
-        }
-        timeout_s = TIMEOUT_MS / 1000
-        async with (
-            asyncio.timeout(timeout_s),
-            self.session.post(
-                url,
-                data=BODY,
-                headers=headers,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
-            ) as resp,
-        ):
-            status = resp.status
-            resp.headers.get("Retry-After")
-            out = bytearray()
-            encoding = resp.headers.get("Content-Encoding", "").strip().lower()
-            decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
-            raw_read = 0
-            while len(out) < LIMIT and raw_read < LIMIT * 4:
-                chunk = await resp.content.read(min(65536, LIMIT * 4 - raw_read))
-                if not chunk:
-                    break
-                raw_read += len(chunk)
-                out += chunk if decompressor is None else decompressor.decompress(chunk)
-            out[:LIMIT].decode("utf-8", errors="replace")[:256]
-        return status
-
-    async def close(self) -> None:
-        await self.session.close()
-
-
-class HookdClient:
-    def __init__(self) -> None:
-        self.sender = Sender(POLICY, max_response_bytes=LIMIT)
+    def __init__(self, kind: str) -> None:
+        self.sender = Sender(POLICY, max_response_bytes=LIMIT, client=kind)
 
     async def start(self) -> None:
         await self.sender.start()
@@ -144,12 +86,8 @@ async def _drive(send: Send, urls: list[str], n: int, concurrency: int) -> int:
 
 
 async def _one(kind: str, urls: list[str], n: int, concurrency: int) -> dict[str, float]:
-    client: AiohttpClient | HookdClient
-    if kind == "aiohttp":
-        client = AiohttpClient()
-    else:
-        client = HookdClient()
-        await client.start()
+    client = Client(kind)
+    await client.start()
     try:
         # Warm up: connections, DNS-free URL caches, code paths.
         await _drive(client.send, urls, min(2000, n), concurrency)

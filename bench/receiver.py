@@ -7,7 +7,10 @@ HTTP/1.1 with keep-alive, parsed only as far as needed: the end of the headers,
 - ``/r...`` answers ``429`` with ``Retry-After: 1``;
 - ``/p...`` answers ``429`` with ``Retry-After: 3600``: the webhook is parked
   for longer than any benchmark runs;
-- ``/h...`` never answers (the connection hangs until the client gives up).
+- ``/h...`` never answers (the connection hangs until the client gives up);
+- ``/d...`` sends 48 KB of response head, then one more byte of it every
+  ``DRIBBLE_INTERVAL`` seconds, never ending the head (a hostile receiver
+  that makes a client parse a large head one byte per read).
 
 Run as its own process (``python -m bench.receiver``): it prints
 ``{"port": N}`` on stdout, then answers one JSON line of counters for every
@@ -30,15 +33,23 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 RATE_LIMITED = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
 PARKED = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3600\r\nContent-Length: 0\r\n\r\n"
 _CL = b"\r\ncontent-length:"
+# 48 header lines of 1,000 bytes: under every client's line limit, 48 KB in all.
+DRIBBLE_HEAD = (
+    b"HTTP/1.1 200 OK\r\n"
+    + b"".join(b"X-Pad-%02d: " % i + b"p" * 988 + b"\r\n" for i in range(48))
+    + b"X-Dribble: "
+)
+DRIBBLE_INTERVAL = 0.05
 
 
 class Counters:
-    __slots__ = ("connections", "first_ok", "hang", "last_ok", "ok", "rate_limited")
+    __slots__ = ("connections", "dribble", "first_ok", "hang", "last_ok", "ok", "rate_limited")
 
     def __init__(self) -> None:
         self.ok = 0
         self.rate_limited = 0
         self.hang = 0
+        self.dribble = 0
         self.connections = 0
         self.first_ok = 0.0
         self.last_ok = 0.0
@@ -48,6 +59,7 @@ class Counters:
             "ok": self.ok,
             "rate_limited": self.rate_limited,
             "hang": self.hang,
+            "dribble": self.dribble,
             "connections": self.connections,
             "first_ok": self.first_ok,
             "last_ok": self.last_ok,
@@ -56,11 +68,17 @@ class Counters:
 
 
 class _Conn(asyncio.Protocol):
-    __slots__ = ("buf", "counters", "hung", "on_body", "transport")
+    __slots__ = ("buf", "counters", "dribbling", "hung", "on_body", "transport")
 
-    def __init__(self, counters: Counters, on_body: Callable[[bytes], None] | None) -> None:
+    def __init__(
+        self,
+        counters: Counters,
+        on_body: Callable[[bytes], None] | None,
+        dribbling: set[asyncio.Transport],
+    ) -> None:
         self.counters = counters
         self.on_body = on_body
+        self.dribbling = dribbling
         self.buf = b""
         self.hung = False
         self.transport: asyncio.Transport | None = None
@@ -68,6 +86,9 @@ class _Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.counters.connections += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.dribbling.discard(self.transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         if self.hung:
@@ -104,6 +125,13 @@ class _Conn(asyncio.Protocol):
             elif kind == 0x70:  # "p"
                 c.rate_limited += 1
                 self.transport.write(PARKED)  # type: ignore[union-attr]
+            elif kind == 0x64:  # "d": a head that never ends, a byte at a time
+                c.dribble += 1
+                self.hung = True
+                self.transport.write(DRIBBLE_HEAD)  # type: ignore[union-attr]
+                self.dribbling.add(self.transport)  # type: ignore[arg-type]
+                buf = b""
+                break
             else:  # "h": hang until the client gives up
                 c.hang += 1
                 self.hung = True
@@ -119,14 +147,26 @@ class Receiver:
         self.on_body = on_body
         self.server: asyncio.Server | None = None
         self.port = 0
+        self.dribbling: set[asyncio.Transport] = set()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: _Conn(self.counters, self.on_body), host, port, backlog=1024
+            lambda: _Conn(self.counters, self.on_body, self.dribbling), host, port, backlog=1024
         )
         self.port = self.server.sockets[0].getsockname()[1]
+        loop.call_later(DRIBBLE_INTERVAL, self._dribble)
         return self.port
+
+    def _dribble(self) -> None:
+        # One timer for every dribbling connection: the receiver's own cost
+        # stays small beside the client's.
+        for transport in list(self.dribbling):
+            if transport.is_closing():
+                self.dribbling.discard(transport)
+            else:
+                transport.write(b"p")
+        asyncio.get_running_loop().call_later(DRIBBLE_INTERVAL, self._dribble)
 
 
 async def _main() -> None:

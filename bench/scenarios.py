@@ -1,4 +1,4 @@
-"""The five benchmark scenarios.  Each one returns a JSON-able dict for one run.
+"""The benchmark scenarios.  Each one returns a JSON-able dict for one run.
 
 Every run gets a fresh directory (database, daemon log); the daemon runs with
 its default configuration (signing, attempt records, metrics, JSON logs to a
@@ -121,8 +121,10 @@ def delivery_run(
     """Pre-queue ``sizes.deliveries`` over webhooks of ``kinds`` and let the daemon drain.
 
     ``kinds`` has one letter per webhook: ``o`` answers 200, ``h`` hangs until
-    the webhook's timeout, ``r`` answers 429 with Retry-After: 1.  The run ends
-    when every delivery of an ``o`` webhook is delivered.
+    the webhook's timeout, ``r`` answers 429 with Retry-After: 1, ``d`` sends a
+    48 KB head and dribbles the rest of it a byte at a time until the
+    webhook's timeout.  The run ends when every delivery of an ``o`` webhook
+    is delivered.
     """
     events = sizes.deliveries // len(kinds)
     healthy = events * kinds.count("o")
@@ -133,7 +135,7 @@ def delivery_run(
             hooks = [
                 Hook(
                     receiver.url(f"/{kind}/{i}"),
-                    timeout_ms=sizes.hang_timeout_ms if kind == "h" else 10_000,
+                    timeout_ms=sizes.hang_timeout_ms if kind in "hd" else 10_000,
                 )
                 for i, kind in enumerate(kinds)
             ]
@@ -196,6 +198,7 @@ def delivery_run(
         "received_ok": int(stats["ok"]),
         "received_429": int(stats["rate_limited"]),
         "received_hang": int(stats["hang"]),
+        "received_dribble": int(stats["dribble"]),
         "connections": int(stats["connections"]),
         "attempts": attempts,
         # first to last healthy arrival at the receiver
@@ -236,6 +239,19 @@ def isolation_kinds(n: int) -> list[str]:
 
 def isolation(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
     return delivery_run(sizes, isolation_kinds(sizes.webhooks), keep=keep, analyze=sizes.analyze)
+
+
+def dribble_kinds(n: int) -> list[str]:
+    """Eight head-dribbling webhooks spread over the list, the rest healthy."""
+    dribblers = {round(i * n / 8) + n // 16 for i in range(8)}
+    return ["d" if i in dribblers else "o" for i in range(n)]
+
+
+def dribble(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
+    """Healthy webhooks beside eight whose receivers send a 48 KB head and then
+    dribble it a byte at a time, holding every connection their webhook's
+    per_webhook_concurrency allows."""
+    return delivery_run(sizes, dribble_kinds(sizes.webhooks), keep=keep)
 
 
 # -- ingest and latency ------------------------------------------------------------------
@@ -585,4 +601,5 @@ SCENARIOS: dict[str, Callable[[Sizes, bool], dict[str, Any]]] = {
     "latency": latency,
     "backlog": backlog,
     "isolation": isolation,
+    "dribble": dribble,
 }

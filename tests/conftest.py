@@ -145,15 +145,24 @@ class Harness:
 
 
 @pytest.fixture
+def sender_client() -> str:
+    """The transport the harnesses' senders use; the sender suites (chaos, SSRF)
+    override this fixture to run on every transport."""
+    return "hookd"
+
+
+@pytest.fixture
 async def harness_factory(
-    store: SqliteStore, clock: ManualClock
+    store: SqliteStore, clock: ManualClock, sender_client: str
 ) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
     created: list[Harness] = []
 
     async def make(**config_overrides: Any) -> Harness:
         cfg = delivery_config(**config_overrides)
         sender = Sender(
-            AddressPolicy(cfg.allow_networks), max_response_bytes=cfg.max_response_bytes
+            AddressPolicy(cfg.allow_networks),
+            max_response_bytes=cfg.max_response_bytes,
+            client=sender_client,
         )
         await sender.start()
         metrics = Metrics()

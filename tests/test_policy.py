@@ -41,6 +41,13 @@ NOW_MS = 1_717_236_000_000
         (None, ErrorKind.CONNECT, False, Outcome.FAILED, "connect_error"),
         (None, ErrorKind.INVALID_RESPONSE, False, Outcome.FAILED, "connect_error"),
         (None, ErrorKind.BLOCKED, False, Outcome.BLOCKED, "blocked"),
+        (None, ErrorKind.INCOMPLETE, False, Outcome.FAILED, "connect_error"),
+        # A head arrived, its body did not: the error decides, not the status.
+        (200, ErrorKind.TIMEOUT, False, Outcome.FAILED, "timeout"),
+        (200, ErrorKind.INCOMPLETE, False, Outcome.FAILED, "connect_error"),
+        (429, ErrorKind.INCOMPLETE, True, Outcome.FAILED, "connect_error"),
+        (410, ErrorKind.TIMEOUT, False, Outcome.FAILED, "timeout"),
+        (503, ErrorKind.TIMEOUT, True, Outcome.FAILED, "timeout"),
     ],
 )
 def test_classify(

@@ -60,6 +60,9 @@ class DatabaseConfig:
 class DeliveryConfig:
     # CIDRs outbound requests may reach despite the address policy.
     allow_networks: tuple[str, ...] = ()
+    # The HTTP client: "hookd" (its own HTTP/1.1 client) or "aiohttp" (aiohttp's
+    # ClientSession); docs/http-client.md compares them.
+    client: str = "hookd"
     # Delivery processes: 1 is `hookd serve` alone; N > 1 adds N-1 `hookd worker`
     # processes (see README, "Using every core").
     workers: int = 1
@@ -240,6 +243,8 @@ def validate(config: Config) -> Config:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
             raise ConfigError("delivery.allow_networks", f"not a CIDR: {cidr!r}") from None
+    if d.client not in ("hookd", "aiohttp"):
+        raise ConfigError("delivery.client", f"expected hookd or aiohttp, got {d.client!r}")
     if not 1 <= d.workers <= 64:
         raise ConfigError("delivery.workers", f"must be between 1 and 64, got {d.workers}")
     for name in (

@@ -29,7 +29,7 @@ from hookd.clock import Clock, SystemClock
 from hookd.config import Config
 from hookd.metrics import Metrics
 from hookd.scheduler import Scheduler
-from hookd.sender import AddressPolicy, Sender
+from hookd.sender import Sender
 from hookd.storage import StoreError
 from hookd.storage.sqlite import SqliteStore
 from hookd.systemd import Notifier
@@ -68,9 +68,8 @@ class Daemon:
         self.rng = rng or random.Random()
         self.metrics = Metrics()
         self.store = open_store(config, self.clock)
-        self.sender = Sender(
-            AddressPolicy(config.delivery.allow_networks),
-            max_response_bytes=config.delivery.max_response_bytes,
+        self.sender = Sender.for_delivery(
+            config.delivery, on_resend=self.metrics.requests_resent.inc
         )
         self.scheduler = Scheduler(
             self.store, self.sender, config.delivery, self.clock, metrics=self.metrics, rng=self.rng

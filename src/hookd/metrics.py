@@ -118,6 +118,12 @@ class Metrics:
             "Size of the database (pages times page size, free pages included).",
             registry=r,
         )
+        self.requests_resent = Counter(
+            "hookd_requests_resent",
+            "Requests sent once more on a fresh connection because the reused"
+            " keep-alive connection they went out on closed before any byte of the answer.",
+            registry=r,
+        )
         self.retention_deleted = Counter(
             "hookd_retention_deleted_deliveries",
             "Delivered deliveries removed by retention, attempts with them.",

@@ -14,12 +14,15 @@ from email.utils import parsedate_to_datetime
 
 
 class ErrorKind(enum.StrEnum):
-    """Why an attempt produced no HTTP status."""
+    """Why an attempt produced no answer: no HTTP status, or one whose body never completed."""
 
-    TIMEOUT = "timeout"
+    TIMEOUT = "timeout"  # the deadline passed (with or without a status by then)
     CONNECT = "connect_error"  # refused, reset, DNS, TLS
     INVALID_RESPONSE = "invalid_response"  # malformed status line, oversized headers
     BLOCKED = "blocked"  # refused by the outbound address policy
+    # The receiver closed the connection before the body its head announced
+    # was complete (RFC 9112 section 8): the status it sent is no answer.
+    INCOMPLETE = "incomplete_response"
 
 
 class Outcome(enum.StrEnum):
@@ -58,12 +61,15 @@ _5XX = Classification(Outcome.FAILED, "5xx")
 def classify(
     status_code: int | None, error: ErrorKind | None, has_retry_after: bool
 ) -> Classification:
-    if status_code is None:
+    """What an attempt means.  An error wins over a status: a response whose
+    body was cut short carries the status of its head, and is still no answer."""
+    if error is not None or status_code is None:
         if error is ErrorKind.BLOCKED:
             return _BLOCKED
         if error is ErrorKind.TIMEOUT:
             return _TIMEOUT
-        # A malformed response is a broken connection as far as operators care.
+        # A malformed or cut-short response is a broken connection as far as
+        # operators care.
         return _CONNECT_ERROR
     if 200 <= status_code < 300:
         return _2XX

@@ -154,15 +154,12 @@ async def run_worker(config: Config, index: int) -> int:
     """``hookd worker``: claim and deliver until SIGTERM; no HTTP listener."""
     from hookd.daemon import open_store
     from hookd.scheduler import Scheduler
-    from hookd.sender import AddressPolicy, Sender
+    from hookd.sender import Sender
 
     structlog.contextvars.bind_contextvars(worker=index)
     metrics = Metrics()
     store = open_store(config)
-    sender = Sender(
-        AddressPolicy(config.delivery.allow_networks),
-        max_response_bytes=config.delivery.max_response_bytes,
-    )
+    sender = Sender.for_delivery(config.delivery, on_resend=metrics.requests_resent.inc)
     scheduler = Scheduler(
         store, sender, config.delivery, store.clock, metrics=metrics, rng=random.Random()
     )

@@ -167,7 +167,7 @@ class PolicyHarness(Harness):
 
 @pytest.fixture
 async def policy_harness(
-    store: SqliteStore, clock: ManualClock
+    store: SqliteStore, clock: ManualClock, sender_client: str
 ) -> AsyncIterator[Callable[..., Awaitable[PolicyHarness]]]:
     """Like ``harness_factory``, with a spying policy and an optional resolver."""
     created: list[PolicyHarness] = []
@@ -175,7 +175,12 @@ async def policy_harness(
     async def make(*, resolver: AbstractResolver | None = None, **overrides: Any) -> PolicyHarness:
         cfg = delivery_config(**overrides)
         policy = SpyPolicy(cfg.allow_networks)
-        sender = Sender(policy, max_response_bytes=cfg.max_response_bytes, resolver=resolver)
+        sender = Sender(
+            policy,
+            max_response_bytes=cfg.max_response_bytes,
+            resolver=resolver,
+            client=sender_client,
+        )
         await sender.start()
         metrics = Metrics()
         scheduler = Scheduler(store, sender, cfg, clock, metrics=metrics, rng=random.Random(3))

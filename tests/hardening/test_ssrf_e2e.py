@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 
 from hookd.models import Status
+from hookd.sender import CLIENTS
 from tests.hardening.conftest import (
     CountingServer,
     PolicyHarness,
@@ -32,7 +33,14 @@ from tests.hardening.conftest import (
 
 MakeHarness = Callable[..., Awaitable[PolicyHarness]]
 
+
 # Hosts that mean this machine: the internal listener's port makes them real targets.
+@pytest.fixture(params=CLIENTS)
+def sender_client(request: pytest.FixtureRequest) -> str:
+    """This suite runs on every transport: hookd's own client and aiohttp's."""
+    return str(request.param)
+
+
 LOCAL_HOSTS = [
     "127.0.0.1",
     "127.0.0.1.",

@@ -27,6 +27,7 @@ SPECIAL: dict[str, tuple[str, Any]] = {
     "logging.level": ("debug", "debug"),
     "logging.format": ("console", "console"),
     "server.event_loop": ("asyncio", "asyncio"),
+    "delivery.client": ("aiohttp", "aiohttp"),
 }
 
 
@@ -108,6 +109,8 @@ def test_a_bad_environment_value_exits_2_with_one_line_naming_the_key(tmp_path: 
     assert "retention.batch_size" in line
     line = _serve_fails(clean_env(**base, HOOKD_SERVER_EVENT_LOOP="trio"))
     assert "server.event_loop" in line and "trio" in line
+    line = _serve_fails(clean_env(**base, HOOKD_DELIVERY_CLIENT="curl"))
+    assert "delivery.client" in line and "curl" in line
     line = _serve_fails(clean_env(**base, HOOKD_DELIVERY_CONCURENCY="8"))
     assert "HOOKD_DELIVERY_CONCURENCY" in line
     assert not (tmp_path / "hookd.db").exists(), "nothing is created on a bad config"
@@ -126,3 +129,14 @@ def test_a_bad_file_value_exits_2_with_one_line_naming_the_key(tmp_path: Path) -
     assert "logging.colour" in _serve_fails(env, "--config", str(config))
     # HOOKD_CONFIG names the file just as --config does.
     assert "logging.colour" in _serve_fails({**env, "HOOKD_CONFIG": str(config)})
+
+
+def test_the_client_key_chooses_the_senders_transport() -> None:
+    from hookd.sender import Sender
+    from hookd.sender.aio import AiohttpClient
+    from hookd.sender.h1client import H1Client
+
+    default = Sender.for_delivery(load_config(env={}).delivery)
+    assert isinstance(default.transport, H1Client)
+    chosen = Sender.for_delivery(load_config(env={"HOOKD_DELIVERY_CLIENT": "aiohttp"}).delivery)
+    assert isinstance(chosen.transport, AiohttpClient)

@@ -3,6 +3,7 @@ Prometheus server scraping a running hookd."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -46,6 +47,7 @@ FAMILIES = {
     "hookd_webhooks_disabled": "counter",
     "hookd_database_size_bytes": "gauge",
     "hookd_retention_deleted_deliveries": "counter",
+    "hookd_requests_resent": "counter",
     "hookd_build_info": "gauge",
 }
 
@@ -138,6 +140,7 @@ def test_promtool_accepts_the_live_exposition_on_both_listeners(
     assert got[("hookd_attempt_duration_seconds_count", frozenset())] == 1
     assert got[("hookd_database_size_bytes", frozenset())] > 0
     assert got[("hookd_attempts_in_flight", frozenset())] == 0
+    assert got[("hookd_requests_resent_total", frozenset())] == 0
     build = [labels for (name, labels) in got if name == "hookd_build_info"]
     assert build and ("version", "0.1.0") in build[0]
     # Bounded labels only: no id, URL or free text ever becomes a label value.
@@ -275,3 +278,42 @@ async def test_ingest_counts_new_events_and_their_deliveries_not_repeats(
     metrics.observe_ingest(repeat)
     assert metrics.registry.get_sample_value("hookd_events_ingested_total") == 1
     assert metrics.registry.get_sample_value("hookd_deliveries_created_total") == 2
+
+
+async def test_a_request_resent_on_a_fresh_connection_is_counted(tmp_path: Path) -> None:
+    """The daemon's sender counts into the daemon's metrics: the receiver answers
+    one request on a keep-alive connection, then closes it on the next one
+    without a byte, and the next goes again on a new connection."""
+    requests = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+            await reader.readexactly(length)
+            requests += 1
+            if requests == 2:
+                writer.close()
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = load_config(
+        env={
+            "HOOKD_DATABASE_PATH": str(tmp_path / "hookd.db"),
+            "HOOKD_DELIVERY_ALLOW_NETWORKS": "127.0.0.0/8",
+        }
+    )
+    daemon = Daemon(config, notifier=Notifier(env={}))
+    await daemon.sender.start()
+    try:
+        for _ in range(2):
+            result = await daemon.sender.send(f"http://127.0.0.1:{port}/", b"{}", {}, 2000)
+            assert result.status_code == 200, result
+    finally:
+        await daemon.sender.close()
+        server.close()
+    assert requests == 3
+    assert daemon.metrics.registry.get_sample_value("hookd_requests_resent_total") == 1

@@ -1,11 +1,11 @@
 """The outbound address policy: which IP addresses hookd may connect to.
 
 The check that counts runs on the exact address a socket is about to connect
-to (``AddressPolicy.socket_factory``, which the sender's HTTP client calls for
-every new connection, ``sender.http``), after DNS and whatever notation the URL
-used, so IP literals in odd notations, DNS answers and DNS rebinding between a
-webhook's creation and its delivery all meet the same rule.  Redirects are
-never followed (``sender.http``), so a receiver cannot bounce us inward either.
+to (``AddressPolicy.socket_factory``, which either of the sender's HTTP clients
+calls for every new connection, ``sender.transport``), after DNS and whatever
+notation the URL used, so IP literals in odd notations, DNS answers and DNS
+rebinding between a webhook's creation and its delivery all meet the same rule.  Redirects are
+never followed (either transport), so a receiver cannot bounce us inward either.
 
 Two cheaper checks sit in front of it, for clearer answers rather than for
 safety, both without DNS (:func:`static_refusal`): the API refuses URLs that
