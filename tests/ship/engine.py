@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from tests.ship.support import CACHE, ROOT, Rootfs, cached_rootfs
+from tests.ship.support import CACHE, ROOT, Rootfs, cached_rootfs, run, spawn, terminate
 from tests.support.services import require, require_binary
 
 # The Debian docker.io client builds with BuildKit when DOCKER_BUILDKIT=1; a newer
@@ -109,24 +109,20 @@ class Engine:
                 time.sleep(0.1)
         _unmount_under(DATA_ROOT)
         PIDFILE.unlink(missing_ok=True)
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    "dockerd",
-                    "--storage-driver=overlay2",
-                    "--iptables=false",
-                    "--ip6tables=false",
-                    "--bridge=none",
-                    f"--data-root={DATA_ROOT}",
-                    f"--exec-root={self.dir / 'exec'}",
-                    f"--pidfile={PIDFILE}",
-                    f"--host=unix://{self.socket}",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.proc = spawn(
+            [
+                "dockerd",
+                "--storage-driver=overlay2",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                f"--data-root={DATA_ROOT}",
+                f"--exec-root={self.dir / 'exec'}",
+                f"--pidfile={PIDFILE}",
+                f"--host=unix://{self.socket}",
+            ],
+            self.log,
+        )
         deadline = time.monotonic() + 60
         while self.docker("version", check=False).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -138,31 +134,11 @@ class Engine:
     def docker(
         self, *args: str, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [self.client, *args],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check:
-            assert result.returncode == 0, f"docker {' '.join(args)}:\n{result.stderr}"
-        return result
+        return run([self.client, *args], env=self.env, timeout=timeout, check=check)
 
-    def shell(self, command: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def shell(self, command: str) -> subprocess.CompletedProcess[str]:
         """A README command line, run by a shell in the repository against this engine."""
-        return subprocess.run(
-            ["sh", "-c", command],
-            cwd=ROOT,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return run(["sh", "-c", command], env=self.env, cwd=ROOT, timeout=600)
 
     def export(self, image: str) -> bytes:
         """The file system of a container of ``image``, as a tar archive."""
@@ -193,12 +169,7 @@ class Engine:
         """Containers and volumes gone, the engine stopped, its run files removed."""
         if self.proc is not None and self.proc.poll() is None:
             self._remove_leftovers()
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+            terminate(self.proc)
         _unmount_under(self.dir, DATA_ROOT)
         shutil.rmtree(self.dir, ignore_errors=True)
         if self._lock is not None:

@@ -10,11 +10,11 @@ loopback (and must not take a port the host uses).  Commands run inside through
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
+from tests.ship.support import run, spawn, terminate
 from tests.support.services import require_binary
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -39,25 +39,21 @@ class Machine:
         self.init = 0  # the machine's PID 1 (systemd), as the host numbers it
 
     def boot(self) -> Machine:
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    self.nspawn,
-                    "--quiet",
-                    "--register=no",
-                    "--keep-unit",
-                    "--boot",
-                    "--volatile=overlay",
-                    "--console=pipe",
-                    f"--machine=hookd-test-{os.getpid()}",
-                    f"--directory={self.root}",
-                    *(f"--bind-ro={src}:{dst}" for src, dst in self.binds.items()),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.proc = spawn(
+            [
+                self.nspawn,
+                "--quiet",
+                "--register=no",
+                "--keep-unit",
+                "--boot",
+                "--volatile=overlay",
+                "--console=pipe",
+                f"--machine=hookd-test-{os.getpid()}",
+                f"--directory={self.root}",
+                *(f"--bind-ro={src}:{dst}" for src, dst in self.binds.items()),
+            ],
+            self.log,
+        )
         deadline = time.monotonic() + 60
         while not self.init:
             self.init = self._find_init()
@@ -80,7 +76,7 @@ class Machine:
         assert self.proc is not None
         parents = {self.proc.pid}
         for _ in range(3):
-            children = set()
+            children: set[int] = set()
             for parent in parents:
                 tasks = Path(f"/proc/{parent}/task")
                 for task in tasks.glob("*/children") if tasks.exists() else ():
@@ -96,31 +92,16 @@ class Machine:
     ) -> subprocess.CompletedProcess[str]:
         """``argv`` in the machine as root, with a clean environment."""
         enter = [self.nsenter, "-t", str(self.init), "-a"]
-        result = subprocess.run(
-            [*enter, "env", "-i", f"PATH={PATH}", "LANG=C.UTF-8", *argv],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check:
-            assert result.returncode == 0, f"{argv}:\n{result.stdout}\n{result.stderr}"
-        return result
+        env = ["env", "-i", f"PATH={PATH}", "LANG=C.UTF-8"]
+        return run([*enter, *env, *argv], timeout=timeout, check=check)
 
     def shell(self, command: str, cwd: str = "/") -> subprocess.CompletedProcess[str]:
         return self.run("sh", "-c", f"cd {cwd} && {command}", check=False, timeout=600)
 
     def in_mounts_of(self, host_pid: int, script: str) -> str:
         """What ``script`` prints, run as root in the mount namespace of a process."""
-        return subprocess.run(
-            [self.nsenter, "-t", str(host_pid), "-m", "--", "sh", "-c", script],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
+        enter = [self.nsenter, "-t", str(host_pid), "-m", "--"]
+        return run([*enter, "sh", "-c", script], timeout=60, check=True).stdout
 
     def path(self, inside: str) -> Path:
         """A path in the machine's file system, from the host."""
@@ -140,11 +121,5 @@ class Machine:
 
     def poweroff(self) -> None:
         """A clean shutdown (nspawn turns SIGTERM into one), killed if it hangs."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        if self.proc is not None:
+            terminate(self.proc)

@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -85,6 +86,57 @@ def note(config: pytest.Config, text: str) -> None:
     config.stash.setdefault(NOTES, []).append(text)
 
 
+# -- processes ---------------------------------------------------------------------------
+
+
+def run(
+    argv: list[str],
+    *,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """``argv`` with no input and its output captured as text; ``check`` asserts success."""
+    result = subprocess.run(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, f"{shlex.join(argv)}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """A long-running process in a process group of its own, its output in ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM, and the whole process group killed if it is not gone within ``timeout``."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
 # -- this machine ----------------------------------------------------------------------
 
 
@@ -140,13 +192,7 @@ def host_pip_setting(name: str) -> str | None:
     from_env = os.environ.get("PIP_" + name.upper().replace("-", "_"))
     if from_env:
         return from_env
-    listed = subprocess.run(
-        [sys.executable, "-m", "pip", "config", "list"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    ).stdout
+    listed = run([sys.executable, "-m", "pip", "config", "list"], timeout=60).stdout
     found = None
     for line in listed.splitlines():
         key, _, value = line.partition("=")
@@ -181,15 +227,9 @@ def build_pip_config(directory: Path) -> list[str]:
 def build_wheels(directory: Path) -> Path:
     """hookd's wheel and its dependencies', built by the host's pip as configured."""
     directory.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(directory), str(ROOT)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert list(directory.glob("hookd-*.whl")), result.stderr
+    wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(directory)]
+    run([*wheel, str(ROOT)], timeout=300, check=True)
+    assert list(directory.glob("hookd-*.whl"))
     return directory
 
 
@@ -303,8 +343,7 @@ def cached_rootfs(recipe: Rootfs) -> Path:
             str(partial),
             mirror,
         ]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
-        assert result.returncode == 0, f"{shlex.join(command)}:\n{result.stdout[-3000:]}"
+        run(command, timeout=900, check=True)
         # What apt downloaded, and documentation: nothing a test runs reads them.
         for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for path in (partial / leftover).glob("*"):

@@ -120,13 +120,6 @@ def deployment(
     return Deployment(engine, api)
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    started = Receiver().start()
-    yield started
-    started.close()
-
-
 def test_the_probes_answer_on_the_host(deployment: Deployment) -> None:
     assert http("GET", deployment.api.base_url + "/healthz") == (200, b'{"status": "ok"}')
     status, body = http("GET", deployment.api.base_url + "/readyz")

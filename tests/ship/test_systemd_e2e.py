@@ -106,13 +106,6 @@ def service(machine: Machine) -> Service:
     return Service(machine, Api(f"http://127.0.0.1:{port}", key, workspace="ws_ship"))
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    started = Receiver().start()
-    yield started
-    started.close()
-
-
 def test_the_unit_is_enabled_and_active_with_its_status_text(service: Service) -> None:
     state = service.show("ActiveState", "SubState", "StatusText", "UnitFileState", "Type")
     assert state == {
