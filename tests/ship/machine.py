@@ -29,16 +29,15 @@ def _ns_pid(pid: int) -> list[int]:
 
 
 class Machine:
-    def __init__(self, root: Path, binds: dict[Path, str], log: Path) -> None:
+    def __init__(self, binds: dict[Path, str], log: Path) -> None:
         self.nspawn = require_binary("systemd-nspawn", "systemd-container")
         self.nsenter = require_binary("nsenter", "util-linux")
-        self.root = root
         self.binds = binds
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self.init = 0  # the machine's PID 1 (systemd), as the host numbers it
 
-    def boot(self) -> Machine:
+    def boot(self, root: Path) -> Machine:
         self.proc = spawn(
             [
                 self.nspawn,
@@ -49,7 +48,7 @@ class Machine:
                 "--volatile=overlay",
                 "--console=pipe",
                 f"--machine=hookd-test-{os.getpid()}",
-                f"--directory={self.root}",
+                f"--directory={root}",
                 *(f"--bind-ro={src}:{dst}" for src, dst in self.binds.items()),
             ],
             self.log,

@@ -51,10 +51,11 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
     require_root()
     require_filesystem("overlay", "systemd-nspawn --volatile=overlay needs overlayfs")
     work = tmp_path_factory.mktemp("machine")
-    wheels = build_wheels(work / "wheels")
-    booted = Machine(cached_rootfs(ROOTFS), {ROOT: SOURCE, wheels: WHEELS}, work / "boot.log")
+    booted = Machine({ROOT: SOURCE, work / "wheels": WHEELS}, work / "boot.log")
+    root = cached_rootfs(ROOTFS)
+    build_wheels(work / "wheels")
     try:
-        yield booted.boot()
+        yield booted.boot(root)
     finally:
         booted.poweroff()
 
