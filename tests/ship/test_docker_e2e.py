@@ -116,7 +116,10 @@ def deployment(
     )
     assert key.startswith("sk_"), "the README's commands create no API key"
     api = Api(f"http://127.0.0.1:{port}", key)
-    wait_until(api.ready, timeout=30)
+    try:
+        wait_until(api.ready, timeout=30)
+    except AssertionError:
+        raise AssertionError(engine.docker("logs", NAME, check=False).stderr) from None
     return Deployment(engine, api)
 
 
@@ -189,7 +192,9 @@ def test_docker_stop_drains_in_flight_work_and_exits_0(
     delivery_id = deployment.api.send("ship.drain")
     wait_until(lambda: len(receiver.requests) == 1, timeout=30)
 
-    deployment.docker("stop", NAME)  # the container's --stop-timeout: 30 s, then SIGKILL
+    # Past its --stop-timeout docker would SIGKILL hookd: exit status 137, not 0.
+    assert deployment.container()["Config"]["StopTimeout"] == STOP_TIMEOUT
+    deployment.docker("stop", NAME)
     state = deployment.container()["State"]
     assert (state["Status"], state["ExitCode"], state["OOMKilled"]) == ("exited", 0, False)
     assert_drained(deployment.logs(), delivery_id)
