@@ -144,9 +144,11 @@ def get_delivery(db: Path, delivery_id: str) -> Delivery:
 
 @dataclass
 class Receiver:
-    """A threaded HTTP server on 127.0.0.1 answering every POST with ``status``."""
+    """A threaded HTTP server on 127.0.0.1 answering every POST with ``status``,
+    ``delay`` seconds after the request arrived (and was recorded)."""
 
     status: int = 200
+    delay: float = 0.0
     requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
 
@@ -158,6 +160,7 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 receiver.requests.append((self.path, dict(self.headers), body))
+                time.sleep(receiver.delay)
                 payload = b"ok"
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", str(len(payload)))

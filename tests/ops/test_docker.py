@@ -72,11 +72,11 @@ def test_hadolint_has_nothing_to_say() -> None:
     )
 
 
-def test_multi_stage_slim_python_with_a_wheel_built_first() -> None:
+def test_multi_stage_on_slim_python_by_default_with_a_wheel_built_first() -> None:
+    args = [rest for word, rest in instructions() if word == "ARG"]
+    assert args == ["BASE=python:3.11-slim-bookworm"], "the base is a build argument"
     froms = [rest for word, rest in instructions() if word == "FROM"]
-    assert len(froms) == 2
-    assert froms[0].startswith("python:3.11-slim") and froms[0].endswith(" AS build")
-    assert froms[1].startswith("python:3.11-slim") and " AS " not in froms[1]
+    assert froms == ["${BASE} AS build", "${BASE}"]
     build = instructions()[: instructions().index(("FROM", froms[1]))]
     assert any(word == "RUN" and "pip wheel" in rest for word, rest in build)
     runs = [rest for word, rest in final_stage() if word == "RUN"]
