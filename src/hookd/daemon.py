@@ -25,6 +25,7 @@ from aiohttp.typedefs import Handler, Middleware
 from hookd import __version__
 from hookd.api.app import build_app, build_metrics_app
 from hookd.api.context import AppContext
+from hookd.api.health import readiness_problems
 from hookd.clock import Clock, SystemClock
 from hookd.config import Config
 from hookd.metrics import Metrics
@@ -175,9 +176,12 @@ class Daemon:
     # -- background tasks ---------------------------------------------------------
 
     async def refresh_stats(self) -> None:
+        # Readiness first: a database that fails the reads below is not ready.
+        self.metrics.ready.set(0 if await readiness_problems(self.context) else 1)
         stats = await self.store.queue_stats()
         size = await self.store.database_size_bytes()
         self.metrics.observe_queue(stats, self.clock.now_ms(), size)
+        self.metrics.observe_rate_limits(await self.store.rate_limit_stats(), self.clock.now_ms())
         self.stats_refreshes += 1
 
     async def _stats_loop(self) -> None:

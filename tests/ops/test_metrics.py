@@ -46,6 +46,9 @@ FAMILIES = {
     "hookd_webhooks_disabled": "counter",
     "hookd_database_size_bytes": "gauge",
     "hookd_retention_deleted_deliveries": "counter",
+    "hookd_webhooks_paused": "gauge",
+    "hookd_rate_limited_oldest_age_seconds": "gauge",
+    "hookd_ready": "gauge",
     "hookd_build_info": "gauge",
 }
 

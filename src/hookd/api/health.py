@@ -8,7 +8,7 @@ import time
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hookd.api.context import CONTEXT
+from hookd.api.context import CONTEXT, AppContext
 from hookd.storage import StoreError
 
 # The scheduler loop iterates at least every poll interval; allow a wide margin
@@ -23,8 +23,8 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT]
+async def readiness_problems(ctx: AppContext) -> list[str]:
+    """Why the daemon is not ready (database unreachable, scheduler stuck); empty if it is."""
     problems: list[str] = []
     try:
         async with asyncio.timeout(READY_PING_TIMEOUT_SECONDS):
@@ -41,6 +41,11 @@ async def readyz(request: web.Request) -> web.Response:
     saturated = ctx.scheduler.in_flight >= ctx.config.delivery.concurrency
     if lag > limit and not saturated:
         problems.append(f"scheduler: no progress for {lag:.0f}s")
+    return problems
+
+
+async def readyz(request: web.Request) -> web.Response:
+    problems = await readiness_problems(request.app[CONTEXT])
     if problems:
         return web.json_response({"status": "unavailable", "problems": problems}, status=503)
     return web.json_response({"status": "ready"})

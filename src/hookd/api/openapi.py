@@ -897,7 +897,7 @@ def build_document(config: Config) -> dict[str, Any]:
             {"name": "deliveries"},
             {"name": "operations"},
         ],
-        "paths": paths,
+        "paths": {**paths, **_operator_paths()},
         "components": {
             "securitySchemes": {
                 "ApiKey": {
@@ -914,7 +914,151 @@ def build_document(config: Config) -> dict[str, Any]:
                 },
             },
             "parameters": _params(),
-            "schemas": _schemas(config),
+            "schemas": {**_schemas(config), **_operator_schemas()},
+        },
+    }
+
+
+def _operator_schemas() -> dict[str, Any]:
+    """The read-only views of ``api/insight.py`` (what the dashboard shows)."""
+    counts = {
+        "type": "object",
+        "required": [s.value for s in Status],
+        "additionalProperties": False,
+        "properties": {s.value: {"type": "integer", "minimum": 0} for s in Status},
+    }
+    return {
+        "QueueStats": {
+            "type": "object",
+            "required": [
+                "workspaceId",
+                "deliveries",
+                "inFlight",
+                "oldestDueAt",
+                "oldestDueAgeSeconds",
+                "at",
+            ],
+            "additionalProperties": False,
+            "properties": {
+                "workspaceId": {"type": "string"},
+                "deliveries": {**counts, "description": "the workspace's deliveries by status"},
+                "inFlight": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "deliveries claimed under a lease right now",
+                },
+                "oldestDueAt": {
+                    **_timestamp(
+                        "when the oldest due delivery whose webhook may send became due;"
+                        " null when nothing is due (inactive and 429-paused webhooks' work"
+                        " waits on purpose and is left out)"
+                    ),
+                    "type": ["string", "null"],
+                },
+                "oldestDueAgeSeconds": {
+                    "type": "number",
+                    "minimum": 0,
+                    "description": "how long it has waited (scheduling lag); 0 when nothing is due",
+                },
+                "at": _timestamp("when the figures were read"),
+            },
+        },
+        "WebhookStats": {
+            "type": "object",
+            "required": [
+                "webhookId",
+                "status",
+                "pausedUntil",
+                "since",
+                "delivered",
+                "deadLettered",
+                "successRate",
+                "queued",
+                "inFlight",
+                "lastError",
+            ],
+            "additionalProperties": False,
+            "description": "the last 24 hours of one webhook; test sends are not counted",
+            "properties": {
+                "webhookId": {"type": "string", "pattern": ID_PATTERN},
+                "status": {"type": "string", "enum": ["active", "inactive"]},
+                "pausedUntil": {
+                    **_timestamp("end of a 429 pause in force (Retry-After); else null"),
+                    "type": ["string", "null"],
+                },
+                "since": _timestamp("start of the window"),
+                "delivered": {"type": "integer", "minimum": 0},
+                "deadLettered": {"type": "integer", "minimum": 0},
+                "successRate": {
+                    "type": ["number", "null"],
+                    "minimum": 0,
+                    "maximum": 1,
+                    "description": "delivered / (delivered + deadLettered) of the deliveries"
+                    " that ended in the window; null when none did",
+                },
+                "queued": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "deliveries pending, failed or rate_limited",
+                },
+                "inFlight": {"type": "integer", "minimum": 0},
+                "lastError": {
+                    "type": ["object", "null"],
+                    "description": "the latest attempt in the window without a 2xx answer",
+                    "required": ["at", "statusCode", "error", "deliveryId"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "at": _timestamp(),
+                        "statusCode": {"type": ["integer", "null"]},
+                        "error": {"type": ["string", "null"]},
+                        "deliveryId": {"type": "string", "pattern": ID_PATTERN},
+                    },
+                },
+            },
+        },
+        "Event": {
+            "type": "object",
+            "required": ["_id", "workspaceId", "type", "idempotencyKey", "createdAt", "data"],
+            "additionalProperties": False,
+            "properties": {
+                "_id": {"type": "string", "pattern": ID_PATTERN},
+                "workspaceId": {"type": "string"},
+                "type": {"type": "string"},
+                "idempotencyKey": {"type": ["string", "null"]},
+                "createdAt": _timestamp(),
+                "data": {"description": "the event's data, as every attempt sends it"},
+            },
+        },
+    }
+
+
+def _operator_paths() -> dict[str, Any]:
+    return {
+        "/v1/stats": {
+            "get": _op(
+                "The workspace's queue: deliveries by status, in flight, oldest due",
+                {"200": _success(_ref("QueueStats"), "the figures, read now")},
+                tag="deliveries",
+                op_id="getQueueStats",
+            )
+        },
+        "/v1/webhooks/{id}/stats": {
+            "get": _op(
+                "One webhook's last 24 hours: success rate, last error, queued, in flight",
+                {"200": _success(_ref("WebhookStats"), "the figures, read now")},
+                tag="webhooks",
+                op_id="getWebhookStats",
+                path_id=True,
+            )
+        },
+        "/v1/events/{id}": {
+            "get": _op(
+                "Get an event with its data",
+                {"200": _success(_ref("Event"), "the event")},
+                tag="events",
+                op_id="getEvent",
+                path_id=True,
+            )
         },
     }
 
