@@ -9,9 +9,7 @@ from tests.api.helpers import dead_letter, ingest, wait_status
 from tests.conftest import Receiver
 
 
-async def test_webhook_stats_show_the_day_and_the_last_error(
-    api: Api, receiver: Receiver
-) -> None:
+async def test_webhook_stats_show_the_day_and_the_last_error(api: Api, receiver: Receiver) -> None:
     key = await api.key("ws_a")
     flaky = receiver.status("/flaky", 200, 500)
     hook = await api.webhook(key, url=flaky, retryAttempts=0)

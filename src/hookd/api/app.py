@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from hookd.api import deliveries, events, health, insight, openapi, webhooks
+from hookd.api import deliveries, events, health, insight, openapi, ui, webhooks
 from hookd.api.auth import KEY_CACHE, KeyCache, auth_middleware
 from hookd.api.context import CONTEXT, AppContext
 from hookd.api.errors import error_middleware
@@ -25,6 +25,7 @@ def build_app(ctx: AppContext) -> web.Application:
     events.add_routes(app)
     deliveries.add_routes(app)
     insight.add_routes(app)
+    ui.add_routes(app)
     return app
 
 
