@@ -28,6 +28,7 @@ from hookd.api.context import AppContext
 from hookd.api.health import readiness_problems
 from hookd.clock import Clock, SystemClock
 from hookd.config import Config
+from hookd.maintenance import purge_delivered
 from hookd.metrics import Metrics
 from hookd.scheduler import Scheduler
 from hookd.sender import AddressPolicy, Sender
@@ -203,15 +204,11 @@ class Daemon:
         r = self.config.retention
         cutoff = self.clock.now_ms() - round(r.delivered_max_age_seconds * 1000)
         total = 0
-        while True:
-            deleted = await self.store.delete_delivered_before(cutoff, r.batch_size)
+        async for deleted in purge_delivered(
+            self.store, cutoff, r.batch_size, r.batch_pause_seconds
+        ):
             total += deleted
             self.metrics.retention_deleted.inc(deleted)
-            if deleted < r.batch_size:
-                break
-            # Each batch is its own short transaction; the pause hands the
-            # database (one writer at a time) back to claims and attempt records.
-            await asyncio.sleep(r.batch_pause_seconds)
         return total
 
     async def _retention_loop(self) -> None:
