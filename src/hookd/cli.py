@@ -103,6 +103,16 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--since", help="with --webhook: only those created at or after (ISO 8601)")
     rp.add_argument("--chunk", type=int, default=500, help="deliveries per transaction")
 
+    ls = sub.add_parser(
+        "listen", help="a development receiver: verify, print and answer each delivery"
+    )
+    ls.add_argument("--port", type=int, default=9000)
+    ls.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    ls.add_argument("--secret", help="the webhook's signing secret, to verify signatures")
+    ls.add_argument("--status", type=int, default=200, help="HTTP status to answer")
+    ls.add_argument("--delay", type=int, default=0, metavar="MS", help="wait before answering")
+    ls.add_argument("--forward-to", metavar="URL", help="relay each request to this URL")
+
     pg = sub.add_parser(
         "purge", help="delete old delivered deliveries now (the retention sweep), with progress"
     )
@@ -150,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(run_worker(config, args.index), config.server.event_loop)
         if args.command == "check":
             return _check(config, "/healthz" if args.live else "/readyz")
+        if args.command == "listen":
+            return _listen(args)
         return asyncio.run(_with_store(config, lambda store: _dispatch(args, store, config)))
     except UsageError as exc:
         print(f"hookd: {exc}", file=sys.stderr)
@@ -359,6 +371,33 @@ async def _purge(args: argparse.Namespace, store: SqliteStore, config: Config) -
     return await purge_command(
         store, age, r.batch_size, r.batch_pause_seconds, store.clock.now_ms()
     )
+
+
+def _listen(args: argparse.Namespace) -> int:
+    from hookd.listen import listen
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError("--port: must be between 0 and 65535")
+    if not 100 <= args.status <= 599:
+        raise UsageError("--status: must be an HTTP status between 100 and 599")
+    if args.delay < 0:
+        raise UsageError("--delay: must not be negative")
+    if args.forward_to is not None and not args.forward_to.startswith(("http://", "https://")):
+        raise UsageError("--forward-to: expected an http:// or https:// URL")
+    try:
+        return asyncio.run(
+            listen(
+                args.host,
+                args.port,
+                secret=args.secret,
+                status=args.status,
+                delay_ms=args.delay,
+                forward_to=args.forward_to,
+            )
+        )
+    except OSError as exc:
+        print(f"hookd: listen: {exc}", file=sys.stderr)
+        return 1
 
 
 def _check(config: Config, path: str) -> int:
