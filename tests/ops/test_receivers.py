@@ -17,7 +17,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +30,7 @@ import pytest
 from hookd.sender.signing import signature_headers
 from tests.api.helpers import free_port
 from tests.ops.support import ROOT, Serve, clean_env, create_key, http, serve_env, wait_until
+from tests.support.processes import Collected
 from tests.support.services import require_binary
 
 DOC = ROOT / "docs" / "receivers.md"
@@ -64,26 +64,16 @@ def test_the_page_has_every_recipe() -> None:
     }
 
 
-@dataclass
-class Program:
-    """A snippet running as its own process, its stdout collected by a thread."""
+class Program(Collected):
+    """A snippet running as its own process on ``port``."""
 
-    proc: subprocess.Popen[str]
-    port: int
-    lines: list[str] = field(default_factory=list)
+    def __init__(self, command: list[str], env: dict[str, str], cwd: Path, port: int) -> None:
+        super().__init__(command, env, cwd)
+        self.port = port
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/webhooks"
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
 
     def post(self, body: bytes, headers: dict[str, str]) -> int:
         request = urllib.request.Request(self.url, data=body, method="POST", headers=headers)
@@ -115,20 +105,8 @@ class Recipes:
             assert self.node_path is not None, "node programs need the npm cache"
             command = [require_binary("node", "nodejs"), str(source)]
             variables["NODE_PATH"] = str(self.node_path)
-        program = Program(
-            subprocess.Popen(
-                command,
-                env=variables,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            ),
-            port,
-        )
+        program = Program(command, variables, self.workdir, port)
         self.started.append(program)
-        threading.Thread(target=program.read, daemon=True).start()
 
         def listening() -> bool:
             assert program.proc.poll() is None, program.output
@@ -207,9 +185,7 @@ def recipes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recipes]:
         yield found
     finally:
         for program in found.started:
-            if program.proc.poll() is None:
-                program.proc.kill()
-                program.proc.wait(10)
+            program.kill()
         daemon.stop()
 
 

@@ -10,18 +10,24 @@ each other's webhooks.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from hookd.keys import generate_key
-from tests.ops.support import Serve, create_key, http, serve_env, wait_until, with_store
+from tests.ops.support import (
+    Receiver,
+    Serve,
+    create_key,
+    http,
+    serve_env,
+    wait_until,
+    with_store,
+)
 from tests.support.services import require_binary
 
 T = TypeVar("T")
@@ -38,59 +44,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-@dataclass
-class ScriptedReceiver:
-    """A loopback receiver: per path, a queue of (status, body) answers, then 200 "ok"."""
-
-    script: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
-    received: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ThreadingHTTPServer | None = None
-
-    def answer(self, path: str, *answers: tuple[int, str]) -> str:
-        with self.lock:
-            self.script.setdefault(path, []).extend(answers)
-        return self.url(path)
-
-    def url(self, path: str) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def count(self, path: str) -> int:
-        with self.lock:
-            return sum(1 for p, _, _ in self.received if p == path)
-
-    def start(self) -> ScriptedReceiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.lock:
-                    receiver.received.append((self.path, dict(self.headers), body))
-                    queue = receiver.script.get(self.path)
-                    status, text = queue.pop(0) if queue else (200, "ok")
-                payload = text.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-
-
 def _off_loop(fn: Callable[..., T], *args: Any) -> T:
     """Run a helper that uses asyncio.run: Playwright's sync API owns this thread's loop."""
     with ThreadPoolExecutor(1) as pool:
@@ -101,7 +54,7 @@ def _off_loop(fn: Callable[..., T], *args: Any) -> T:
 class Stack:
     daemon: Serve
     db: Path
-    receiver: ScriptedReceiver
+    receiver: Receiver
     shots: Path
 
     @property
@@ -155,7 +108,7 @@ def browser(chromium: str) -> Iterator[Any]:
 def stack(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("ui")
     db = root / "hookd.db"
-    receiver = ScriptedReceiver().start()
+    receiver = Receiver().start()
     daemon = Serve(
         serve_env(
             db,

@@ -44,6 +44,25 @@ def test_sign_in_create_test_send_fail_then_succeed_and_sign_out(tab: Tab, stack
     assert "thanks" in result.locator("pre").inner_text()
     tab.shot("webhook-after-test")
 
+    # Edit, rotate the secret, deactivate and activate again.
+    page.fill("#edit-webhook input[name=name]", "Orders CRM v2")
+    page.get_by_role("button", name="Save").click()
+    page.get_by_text("Webhook saved.").wait_for()
+    assert page.locator("h1").inner_text().startswith("Orders CRM v2")
+    page.get_by_role("button", name="Rotate secret").click()
+    page.locator("dialog.confirm").get_by_role("button", name="Rotate").click()
+    page.get_by_text("Secret rotated.").wait_for()
+    rotated = page.locator("#secret").inner_text()
+    assert re.fullmatch(r"[0-9a-f]{64}", rotated) and rotated != secret
+    page.get_by_role("button", name="Deactivate").click()
+    page.get_by_text("Webhook deactivated.").wait_for()
+    assert "inactive" in page.locator("h1 .badge").inner_text()
+    page.get_by_role("button", name="Activate").click()
+    page.get_by_text("Webhook activated.").wait_for()
+    hook_id = page.url.rsplit("/", 1)[1]
+    saved = stack.api("GET", f"/v1/webhooks/{hook_id}", key)
+    assert (saved["name"], saved["status"]) == ("Orders CRM v2", "active")
+
     # A real event: the receiver fails it once, the retry succeeds.
     stack.receiver.answer("/orders", (500, "database down"))
     (delivery_id,) = stack.ingest(key, "order.created", {"order": 17})

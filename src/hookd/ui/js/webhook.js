@@ -4,7 +4,7 @@ import { render, stale } from "./app.js";
 import { call } from "./api.js";
 import { append, badge, confirmAction, field, figures, h, isoFromLocal, link, message, percent, pre, replace, when } from "./dom.js";
 import { deliveryTable } from "./deliveries.js";
-import { describeError, sessionSecret } from "./webhooks.js";
+import { describeError, sessionSecret, webhookFields } from "./webhooks.js";
 
 export async function webhookPage(root, { params: [id], generation }) {
   const [{ data: hook }, { data: stats }, deliveries] = await Promise.all([
@@ -126,13 +126,7 @@ function actions(hook, result) {
 }
 
 function editForm(hook) {
-  const inputs = {
-    name: h("input", { name: "name", value: hook.name, required: true }),
-    url: h("input", { name: "url", type: "url", value: hook.url, required: true }),
-    events: h("input", { name: "events", value: hook.events.join(", "), required: true }),
-    retryAttempts: h("input", { name: "retryAttempts", type: "number", min: 0, max: 20, value: hook.retryAttempts }),
-    timeoutMs: h("input", { name: "timeoutMs", type: "number", min: 100, value: hook.timeoutMs }),
-  };
+  const fields = webhookFields(hook);
   const status = h("div", { class: "status" });
   return h(
     "form",
@@ -141,16 +135,9 @@ function editForm(hook) {
       class: "card",
       onsubmit: async (event) => {
         event.preventDefault();
-        const next = {
-          name: inputs.name.value,
-          url: inputs.url.value.trim(),
-          events: inputs.events.value.split(",").map((e) => e.trim()).filter(Boolean),
-          retryAttempts: Number(inputs.retryAttempts.value),
-          timeoutMs: Number(inputs.timeoutMs.value),
-        };
         // Only what changed is sent.
         const body = {};
-        for (const [name, value] of Object.entries(next)) {
+        for (const [name, value] of Object.entries(fields.read())) {
           if (JSON.stringify(value) !== JSON.stringify(hook[name])) body[name] = value;
         }
         if (!Object.keys(body).length) {
@@ -166,11 +153,7 @@ function editForm(hook) {
       },
     },
     h("h2", null, "Edit"),
-    field("Name", inputs.name),
-    field("URL", inputs.url),
-    field("Events", inputs.events),
-    field("Retry attempts", inputs.retryAttempts),
-    field("Timeout (ms)", inputs.timeoutMs),
+    fields.labels,
     h("button", { type: "submit" }, "Save"),
     status,
   );

@@ -97,14 +97,38 @@ export function describeError(last) {
   return [link(`/ui/deliveries/${last.deliveryId}`, what), " ", when(last.at)];
 }
 
-function createForm() {
+// The fields of a webhook as a form edits them; `hook` gives the current values.
+export function webhookFields(hook) {
   const inputs = {
-    name: h("input", { name: "name", required: true }),
-    url: h("input", { name: "url", type: "url", required: true, placeholder: "https://…" }),
-    events: h("input", { name: "events", required: true, value: "*" }),
-    retryAttempts: h("input", { name: "retryAttempts", type: "number", min: 0, max: 20, value: 3 }),
-    timeoutMs: h("input", { name: "timeoutMs", type: "number", min: 100, placeholder: "10000" }),
+    name: h("input", { name: "name", required: true, value: hook?.name }),
+    url: h("input", { name: "url", type: "url", required: true, placeholder: "https://…", value: hook?.url }),
+    events: h("input", { name: "events", required: true, value: hook ? hook.events.join(", ") : "*" }),
+    retryAttempts: h("input", { name: "retryAttempts", type: "number", min: 0, max: 20, value: hook?.retryAttempts ?? 3 }),
+    timeoutMs: h("input", { name: "timeoutMs", type: "number", min: 100, placeholder: "10000", value: hook?.timeoutMs }),
   };
+  const labels = [
+    field("Name", inputs.name),
+    field("URL", inputs.url),
+    field("Events (comma-separated; * or prefix.* allowed)", inputs.events),
+    field("Retry attempts", inputs.retryAttempts),
+    field("Timeout (ms)", inputs.timeoutMs),
+  ];
+  // The values as the API takes them (an empty timeout is left to the default).
+  const read = () => {
+    const body = {
+      name: inputs.name.value,
+      url: inputs.url.value.trim(),
+      events: inputs.events.value.split(",").map((e) => e.trim()).filter(Boolean),
+      retryAttempts: Number(inputs.retryAttempts.value),
+    };
+    if (inputs.timeoutMs.value) body.timeoutMs = Number(inputs.timeoutMs.value);
+    return body;
+  };
+  return { labels, read };
+}
+
+function createForm() {
+  const fields = webhookFields(null);
   const status = h("div", { class: "status" });
   return h(
     "form",
@@ -113,15 +137,8 @@ function createForm() {
       class: "card",
       onsubmit: async (event) => {
         event.preventDefault();
-        const body = {
-          name: inputs.name.value,
-          url: inputs.url.value.trim(),
-          events: inputs.events.value.split(",").map((e) => e.trim()).filter(Boolean),
-          retryAttempts: Number(inputs.retryAttempts.value),
-        };
-        if (inputs.timeoutMs.value) body.timeoutMs = Number(inputs.timeoutMs.value);
         try {
-          const { data } = await call("POST", "/v1/webhooks", { body });
+          const { data } = await call("POST", "/v1/webhooks", { body: fields.read() });
           // The only time the whole secret is shown.
           sessionSecret.set(data._id, data.secret);
           navigate(`/ui/webhooks/${data._id}`);
@@ -131,11 +148,7 @@ function createForm() {
       },
     },
     h("h2", null, "New webhook"),
-    field("Name", inputs.name),
-    field("URL", inputs.url),
-    field("Events (comma-separated; * or prefix.* allowed)", inputs.events),
-    field("Retry attempts", inputs.retryAttempts),
-    field("Timeout (ms)", inputs.timeoutMs),
+    fields.labels,
     h("button", { type: "submit" }, "Create webhook"),
     status,
   );
