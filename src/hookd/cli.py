@@ -19,9 +19,10 @@ from typing import Any
 from hookd import __version__
 from hookd.config import Config, ConfigError, load_config
 from hookd.daemon import open_store, serve, split_listen
-from hookd.ids import iso_ms
+from hookd.ids import iso_ms, parse_iso_ms
 from hookd.keys import generate_key, new_owner_id
 from hookd.logs import configure_logging
+from hookd.maintenance import bulk_replay_command, purge_command
 from hookd.models import Status
 from hookd.storage import DeliveryFilter, StoreError
 from hookd.storage.sqlite import SqliteStore
@@ -93,8 +94,33 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("--webhook")
     dl.add_argument("--limit", type=int, default=50)
 
-    rp = sub.add_parser("replay", help="put a dead_letter delivery back in the queue")
-    rp.add_argument("delivery_id")
+    rp = sub.add_parser(
+        "replay",
+        help="put a dead_letter delivery back in the queue, or all of a webhook's (--webhook)",
+    )
+    rp.add_argument("delivery_id", nargs="?")
+    rp.add_argument("--webhook", help="replay every dead letter of this webhook")
+    rp.add_argument("--since", help="with --webhook: only those created at or after (ISO 8601)")
+    rp.add_argument("--chunk", type=int, default=500, help="deliveries per transaction")
+
+    ls = sub.add_parser(
+        "listen", help="a development receiver: verify, print and answer each delivery"
+    )
+    ls.add_argument("--port", type=int, default=9000)
+    ls.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    ls.add_argument("--secret", help="the webhook's signing secret, to verify signatures")
+    ls.add_argument("--status", type=int, default=200, help="HTTP status to answer")
+    ls.add_argument("--delay", type=int, default=0, metavar="MS", help="wait before answering")
+    ls.add_argument("--forward-to", metavar="URL", help="relay each request to this URL")
+
+    pg = sub.add_parser(
+        "purge", help="delete old delivered deliveries now (the retention sweep), with progress"
+    )
+    pg.add_argument(
+        "--older-than",
+        type=float,
+        help="age in seconds (default: retention.delivered_max_age_seconds)",
+    )
     return p
 
 
@@ -134,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(run_worker(config, args.index), config.server.event_loop)
         if args.command == "check":
             return _check(config, "/healthz" if args.live else "/readyz")
+        if args.command == "listen":
+            return _listen(args)
         return asyncio.run(_with_store(config, lambda store: _dispatch(args, store, config)))
     except UsageError as exc:
         print(f"hookd: {exc}", file=sys.stderr)
@@ -169,6 +197,8 @@ async def _dispatch(args: argparse.Namespace, store: SqliteStore, config: Config
         return await _deliveries(args, store)
     if args.command == "replay":
         return await _replay(args, store)
+    if args.command == "purge":
+        return await _purge(args, store, config)
     raise UsageError(f"unknown command {args.command}")  # pragma: no cover
 
 
@@ -284,6 +314,12 @@ async def _deliveries(args: argparse.Namespace, store: SqliteStore) -> int:
 
 
 async def _replay(args: argparse.Namespace, store: SqliteStore) -> int:
+    if (args.delivery_id is None) == (args.webhook is None):
+        raise UsageError("replay: give a delivery id or --webhook ID (one of them)")
+    if args.webhook is not None:
+        return await _bulk_replay(args, store)
+    if args.since is not None:
+        raise UsageError("--since: only with --webhook")
     delivery = await store.get_delivery(None, args.delivery_id)
     if delivery is None:
         print(f"hookd: no delivery {args.delivery_id}", file=sys.stderr)
@@ -309,6 +345,59 @@ async def _replay(args: argparse.Namespace, store: SqliteStore) -> int:
         return 1
     print(f"replayed {args.delivery_id}: pending")
     return 0
+
+
+async def _bulk_replay(args: argparse.Namespace, store: SqliteStore) -> int:
+    since_ms = None
+    if args.since is not None:
+        try:
+            since_ms = parse_iso_ms(args.since)
+        except ValueError:
+            raise UsageError("--since: expected an ISO 8601 time with a zone") from None
+    if not 1 <= args.chunk <= 100_000:
+        raise UsageError("--chunk: must be between 1 and 100000")
+    return await bulk_replay_command(store, args.webhook, since_ms, args.chunk)
+
+
+async def _purge(args: argparse.Namespace, store: SqliteStore, config: Config) -> int:
+    r = config.retention
+    age = args.older_than if args.older_than is not None else r.delivered_max_age_seconds
+    if args.older_than is None and age <= 0:
+        raise UsageError(
+            "retention.delivered_max_age_seconds is 0 (keep forever); give --older-than SECONDS"
+        )
+    if age < 0:
+        raise UsageError("--older-than: must not be negative")
+    return await purge_command(
+        store, age, r.batch_size, r.batch_pause_seconds, store.clock.now_ms()
+    )
+
+
+def _listen(args: argparse.Namespace) -> int:
+    from hookd.listen import listen
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError("--port: must be between 0 and 65535")
+    if not 100 <= args.status <= 599:
+        raise UsageError("--status: must be an HTTP status between 100 and 599")
+    if args.delay < 0:
+        raise UsageError("--delay: must not be negative")
+    if args.forward_to is not None and not args.forward_to.startswith(("http://", "https://")):
+        raise UsageError("--forward-to: expected an http:// or https:// URL")
+    try:
+        return asyncio.run(
+            listen(
+                args.host,
+                args.port,
+                secret=args.secret,
+                status=args.status,
+                delay_ms=args.delay,
+                forward_to=args.forward_to,
+            )
+        )
+    except OSError as exc:
+        print(f"hookd: listen: {exc}", file=sys.stderr)
+        return 1
 
 
 def _check(config: Config, path: str) -> int:

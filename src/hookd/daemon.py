@@ -25,8 +25,10 @@ from aiohttp.typedefs import Handler, Middleware
 from hookd import __version__
 from hookd.api.app import build_app, build_metrics_app
 from hookd.api.context import AppContext
+from hookd.api.health import readiness_problems
 from hookd.clock import Clock, SystemClock
 from hookd.config import Config
+from hookd.maintenance import purge_delivered
 from hookd.metrics import Metrics
 from hookd.scheduler import Scheduler
 from hookd.sender import Sender
@@ -174,9 +176,12 @@ class Daemon:
     # -- background tasks ---------------------------------------------------------
 
     async def refresh_stats(self) -> None:
+        # Readiness first: a database that fails the reads below is not ready.
+        self.metrics.ready.set(0 if await readiness_problems(self.context) else 1)
         stats = await self.store.queue_stats()
         size = await self.store.database_size_bytes()
         self.metrics.observe_queue(stats, self.clock.now_ms(), size)
+        self.metrics.observe_rate_limits(await self.store.rate_limit_stats(), self.clock.now_ms())
         self.stats_refreshes += 1
 
     async def _stats_loop(self) -> None:
@@ -198,15 +203,11 @@ class Daemon:
         r = self.config.retention
         cutoff = self.clock.now_ms() - round(r.delivered_max_age_seconds * 1000)
         total = 0
-        while True:
-            deleted = await self.store.delete_delivered_before(cutoff, r.batch_size)
+        async for deleted in purge_delivered(
+            self.store, cutoff, r.batch_size, r.batch_pause_seconds
+        ):
             total += deleted
             self.metrics.retention_deleted.inc(deleted)
-            if deleted < r.batch_size:
-                break
-            # Each batch is its own short transaction; the pause hands the
-            # database (one writer at a time) back to claims and attempt records.
-            await asyncio.sleep(r.batch_pause_seconds)
         return total
 
     async def _retention_loop(self) -> None:

@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 from hookd import __version__
 from hookd.models import IngestResult, Status
 from hookd.policy import METRIC_CLASSES
-from hookd.storage.base import QueueStats
+from hookd.storage.base import QueueStats, RateLimitStats
 
 # The ``*_created`` companion series double the series count and are read by
 # nothing in a Prometheus setup; the switch is process-wide in prometheus-client.
@@ -129,6 +129,23 @@ class Metrics:
             "Delivered deliveries removed by retention, attempts with them.",
             registry=r,
         )
+        self.webhooks_paused = Gauge(
+            "hookd_webhooks_paused",
+            "Active webhooks in a 429 pause (their Retry-After not yet over).",
+            registry=r,
+        )
+        self.rate_limited_oldest_age = Gauge(
+            "hookd_rate_limited_oldest_age_seconds",
+            "How long the delivery longest in the 429 lane has been there (since its first"
+            " 429); 0 when the lane is empty.",
+            registry=r,
+        )
+        self.ready = Gauge(
+            "hookd_ready",
+            "1 when the daemon is ready (database reachable, scheduler loop alive), as"
+            " /readyz would answer; refreshed every stats interval.",
+            registry=r,
+        )
         self.build = Info("hookd_build", "hookd build information.", registry=r)
         self.build.info({"version": __version__, "python": platform.python_version()})
         # Memory, CPU and file descriptors of the process, as every exporter has them.
@@ -158,3 +175,8 @@ class Metrics:
         self.oldest_due_age.set(lag_ms / 1000)
         self.stats_timestamp.set(now_ms / 1000)
         self.database_size.set(database_bytes)
+
+    def observe_rate_limits(self, stats: RateLimitStats, now_ms: int) -> None:
+        self.webhooks_paused.set(stats.paused_webhooks)
+        since = stats.oldest_rate_limited_since_ms
+        self.rate_limited_oldest_age.set(0 if since is None else max(0, now_ms - since) / 1000)

@@ -23,6 +23,8 @@ BY_ID: list[tuple[str, str, Any]] = [
     ("POST", "/v1/webhooks/{hook}/replay", {"since": "2020-01-01T00:00:00Z"}),
     ("GET", "/v1/deliveries/{delivery}", None),
     ("POST", "/v1/deliveries/{delivery}/replay", None),
+    ("GET", "/v1/webhooks/{hook}/stats", None),
+    ("GET", "/v1/events/{event}", None),
 ]
 WORKSPACE_ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/v1/webhooks", None),
@@ -30,6 +32,7 @@ WORKSPACE_ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/v1/deliveries", None),
     ("POST", "/v1/events", {"type": "email.replied", "data": {}}),
     ("POST", "/v1/events/batch", {"events": [{"type": "email.replied", "data": {}}]}),
+    ("GET", "/v1/stats", None),
 ]
 
 
@@ -41,6 +44,7 @@ class World:
     b_hook: str
     b_dead: str
     b_test: str
+    b_event: str
 
 
 @pytest.fixture
@@ -52,7 +56,8 @@ async def world(api: Api, receiver: Receiver) -> World:
     hook_id, dead = await dead_letter(api, b_key, receiver.status("/b", 500))
     test = await api.call("POST", f"/v1/webhooks/{hook_id}/test", key=b_key)
     receiver.requests.clear()
-    return World(a_key, b_key, platform_key, hook_id, dead, test.body["data"]["deliveryId"])
+    event = (await api.call("GET", f"/v1/deliveries/{dead}", key=b_key)).body["data"]["eventId"]
+    return World(a_key, b_key, platform_key, hook_id, dead, test.body["data"]["deliveryId"], event)
 
 
 async def b_state(api: Api, w: World) -> Any:
@@ -63,7 +68,7 @@ async def b_state(api: Api, w: World) -> Any:
 
 
 def _path(template: str, w: World, delivery: str | None = None) -> str:
-    return template.format(hook=w.b_hook, delivery=delivery or w.b_dead)
+    return template.format(hook=w.b_hook, delivery=delivery or w.b_dead, event=w.b_event)
 
 
 async def test_every_route_by_id_is_404_for_another_workspace(
@@ -97,7 +102,10 @@ async def test_the_table_covers_every_route_that_names_an_object(api: Api) -> No
         for method in ops
         if "{id}" in path
     }
-    tested = {(m, t.replace("{hook}", "{id}").replace("{delivery}", "{id}")) for m, t, _ in BY_ID}
+    tested = {
+        (m, t.replace("{hook}", "{id}").replace("{delivery}", "{id}").replace("{event}", "{id}"))
+        for m, t, _ in BY_ID
+    }
     assert tested == documented
     authenticated = {
         (method.upper(), path)

@@ -144,13 +144,27 @@ def get_delivery(db: Path, delivery_id: str) -> Delivery:
 
 @dataclass
 class Receiver:
-    """A threaded HTTP server on 127.0.0.1 answering every POST with ``status``,
-    ``delay`` seconds after the request arrived (and was recorded)."""
+    """A threaded HTTP server on 127.0.0.1 answering every POST with ``status`` and
+    ``ok``, unless :meth:`answer` scripted other answers for the path, ``delay``
+    seconds after the request arrived (and was recorded)."""
 
     status: int = 200
     delay: float = 0.0
     requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+    script: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
+
+    def answer(self, path: str, *answers: tuple[int, str]) -> str:
+        """Answer the next POSTs to ``path`` with these (status, body) in turn; its URL."""
+        with self._lock:
+            self.script.setdefault(path, []).extend(answers)
+        return self.url(path)
+
+    def _next(self, path: str) -> tuple[int, str]:
+        with self._lock:
+            queue = self.script.get(path)
+            return queue.pop(0) if queue else (self.status, "ok")
 
     def start(self) -> Receiver:
         receiver = self
@@ -161,8 +175,9 @@ class Receiver:
                 body = self.rfile.read(length)
                 receiver.requests.append((self.path, dict(self.headers), body))
                 time.sleep(receiver.delay)
-                payload = b"ok"
-                self.send_response(receiver.status)
+                status, text = receiver._next(self.path)
+                payload = text.encode()
+                self.send_response(status)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)

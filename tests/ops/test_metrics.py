@@ -48,6 +48,9 @@ FAMILIES = {
     "hookd_database_size_bytes": "gauge",
     "hookd_retention_deleted_deliveries": "counter",
     "hookd_requests_resent": "counter",
+    "hookd_webhooks_paused": "gauge",
+    "hookd_rate_limited_oldest_age_seconds": "gauge",
+    "hookd_ready": "gauge",
     "hookd_build_info": "gauge",
 }
 

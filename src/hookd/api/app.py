@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from hookd.api import deliveries, events, health, openapi, webhooks
+from hookd.api import deliveries, events, health, insight, openapi, ui, webhooks
 from hookd.api.auth import KEY_CACHE, KeyCache, auth_middleware
 from hookd.api.context import CONTEXT, AppContext
 from hookd.api.errors import error_middleware
@@ -24,6 +24,8 @@ def build_app(ctx: AppContext) -> web.Application:
     webhooks.add_routes(app)
     events.add_routes(app)
     deliveries.add_routes(app)
+    insight.add_routes(app)
+    ui.add_routes(app)
     return app
 
 

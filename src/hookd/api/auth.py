@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from hookd.api import ui
 from hookd.api.context import CONTEXT
 from hookd.api.errors import ApiError, bad_request
 from hookd.keys import WORKSPACE_PREFIX, digest_key
@@ -33,8 +34,9 @@ WORKSPACE_ID_RE = re.compile(r"^ws_[A-Za-z0-9_-]{1,61}$")
 MAX_KEY_CHARS = 200
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hookd"'}
 
-# Routes anyone may call: probes, metrics and the API description.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/openapi.json"})
+# Routes anyone may call: probes, metrics, the API description and the
+# dashboard's static files (whose API calls carry the key).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/openapi.json"}) | ui.PATHS
 
 
 @dataclass(frozen=True, slots=True)

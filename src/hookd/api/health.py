@@ -8,7 +8,7 @@ import time
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hookd.api.context import CONTEXT
+from hookd.api.context import CONTEXT, AppContext
 from hookd.api.serialize import Alive, NotReady, Ready, json_response
 from hookd.storage import StoreError
 
@@ -24,8 +24,8 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response(Alive("ok"))
 
 
-async def readyz(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT]
+async def readiness_problems(ctx: AppContext) -> list[str]:
+    """Why the daemon is not ready (database unreachable, scheduler stuck); empty if it is."""
     problems: list[str] = []
     try:
         async with asyncio.timeout(READY_PING_TIMEOUT_SECONDS):
@@ -42,6 +42,11 @@ async def readyz(request: web.Request) -> web.Response:
     saturated = ctx.scheduler.in_flight >= ctx.config.delivery.concurrency
     if lag > limit and not saturated:
         problems.append(f"scheduler: no progress for {lag:.0f}s")
+    return problems
+
+
+async def readyz(request: web.Request) -> web.Response:
+    problems = await readiness_problems(request.app[CONTEXT])
     if problems:
         return json_response(NotReady("unavailable", problems), status=503)
     return json_response(Ready("ready"))

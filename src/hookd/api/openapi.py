@@ -18,6 +18,7 @@ import msgspec
 from aiohttp import web
 
 from hookd import __version__
+from hookd.api import insight
 from hookd.api import serialize as out
 from hookd.api.auth import API_KEY_HEADER, WORKSPACE_HEADER, WORKSPACE_ID_RE
 from hookd.api.context import CONTEXT
@@ -349,6 +350,28 @@ def _delivery_routes(p: Paths) -> None:
     )
 
 
+def _insight_routes(p: Paths) -> None:
+    """What the dashboard reads (api/insight.py)."""
+    p.op(
+        "get /v1/stats",
+        "getQueueStats",
+        "The workspace's queue: deliveries by status, in flight, oldest due",
+        {"200": p.answer(out.Success[insight.Queue], "read now")},
+    )
+    p.op(
+        "get /v1/webhooks/{id}/stats",
+        "getWebhookStats",
+        "One webhook's last 24 hours: success rate, last error, queued, in flight",
+        {"200": p.answer(out.Success[insight.WebhookFigures], "read now")},
+    )
+    p.op(
+        "get /v1/events/{id}",
+        "getEvent",
+        "Get an event with its data",
+        {"200": p.answer(out.Success[insight.StoredEvent], "the event")},
+    )
+
+
 def _public_routes(p: Paths) -> None:
     def get(op_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
         return {"get": {"operationId": op_id, "summary": summary, **PUBLIC, "responses": responses}}
@@ -373,6 +396,7 @@ def build_document(config: Config) -> dict[str, Any]:
     _webhook_routes(paths, config)
     _event_routes(paths)
     _delivery_routes(paths)
+    _insight_routes(paths)
     _public_routes(paths)
     return {
         "openapi": "3.1.0",

@@ -22,7 +22,7 @@ from hookd.bodies import TIMESTAMP_EXAMPLE, whole
 from hookd.ids import ID_REGEX, iso_ms
 from hookd.models import Status, WebhookStatus
 from hookd.policy import METRIC_CLASSES
-from hookd.sender.http import STORED_BODY_CHARS
+from hookd.sender.body import STORED_BODY_CHARS
 
 # As in the update-webhook reference: "a1b2c3d4e5f6...".
 MASK_SHOWN_CHARS = 12

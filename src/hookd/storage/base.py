@@ -127,6 +127,41 @@ class QueueStats:
     in_flight: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookStats:
+    """One webhook's recent health, as the dashboard shows it (test sends left out)."""
+
+    since_ms: int
+    # Deliveries that ended (delivered / dead_letter) at or after since_ms.
+    delivered: int = 0
+    dead_lettered: int = 0
+    # Deliveries still scheduled (pending, failed, rate_limited), and those of
+    # them claimed under a lease right now.
+    queued: int = 0
+    in_flight: int = 0
+    # The latest attempt since since_ms that did not get a 2xx, if any.
+    last_error_at: int | None = None
+    last_error_status_code: int | None = None
+    last_error: str | None = None
+    last_error_delivery_id: str | None = None
+
+    @property
+    def success_rate(self) -> float | None:
+        """Share of the deliveries that ended in the window which were delivered."""
+        ended = self.delivered + self.dead_lettered
+        return self.delivered / ended if ended else None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitStats:
+    """The 429 lane as a whole, for the metrics."""
+
+    # Active webhooks whose Retry-After pause has not run out.
+    paused_webhooks: int = 0
+    # rate_limited_since of the delivery longest in the lane (None: lane empty).
+    oldest_rate_limited_since_ms: int | None = None
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
 
@@ -234,8 +269,19 @@ class Store(Protocol):
     ) -> ReplayClaim: ...
 
     async def replay_webhook(
-        self, workspace_id: str, webhook_id: str, since_ms: int | None
-    ) -> int | None: ...
+        self,
+        workspace_id: str,
+        webhook_id: str,
+        since_ms: int | None,
+        *,
+        limit: int | None = None,
+    ) -> int | None:
+        """Put the webhook's dead letters (created at or after ``since_ms``) back to pending.
+
+        At most ``limit`` of them when given, so a caller can go in chunks and
+        report progress; the count moved, or ``None`` if there is no such webhook.
+        """
+        ...
 
     async def create_test_delivery(
         self, webhook: Webhook, event_type: str, data: Any
@@ -246,3 +292,22 @@ class Store(Protocol):
     async def end_interrupted_tests(self, older_than_ms: int) -> int: ...
 
     async def database_size_bytes(self) -> int: ...
+
+    # -- what operators look at ---------------------------------------------------
+    async def workspace_queue_stats(self, workspace_id: str) -> QueueStats:
+        """:meth:`queue_stats` for one workspace's deliveries only.
+
+        ``oldest_due_ms`` counts only deliveries whose webhook may send now
+        (active, not paused by a 429), like the scheduling-lag gauge.
+        """
+        ...
+
+    async def webhook_stats(
+        self, workspace_id: str, webhook_id: str, since_ms: int
+    ) -> WebhookStats | None:
+        """How one webhook of the workspace has fared since ``since_ms``; ``None`` if not found."""
+        ...
+
+    async def rate_limit_stats(self) -> RateLimitStats:
+        """Paused webhooks and the age of the 429 lane, over every workspace."""
+        ...

@@ -66,10 +66,12 @@ from hookd.storage.base import (
     NewEvent,
     Page,
     QueueStats,
+    RateLimitStats,
     RecordResult,
     ReplayClaim,
     StoreError,
     WebhookChanges,
+    WebhookStats,
 )
 
 T = TypeVar("T")
@@ -2259,20 +2261,27 @@ class SqliteStore:
         return await self._tx(work)
 
     async def replay_webhook(
-        self, workspace_id: str, webhook_id: str, since_ms: int | None
+        self,
+        workspace_id: str,
+        webhook_id: str,
+        since_ms: int | None,
+        *,
+        limit: int | None = None,
     ) -> int | None:
         now = self.clock.now_ms()
 
         def work(conn: sqlite3.Connection) -> int | None:
             if self._load_webhook(conn, workspace_id, webhook_id) is None:
                 return None
+            # LIMIT -1 is SQLite's "no limit".
             cur = conn.execute(
                 "UPDATE deliveries SET status = 'pending', budget_used = 0,"
                 " rate_limited_count = 0, rate_limited_since = NULL, status_reason = NULL,"
                 " lease_token = NULL, next_attempt_at = ?, updated_at = ?"
+                " WHERE id IN (SELECT id FROM deliveries"
                 " WHERE webhook_id = ? AND status = 'dead_letter' AND is_test = 0"
-                " AND (? IS NULL OR created_at >= ?)",
-                (now, now, webhook_id, since_ms, since_ms),
+                " AND (? IS NULL OR created_at >= ?) LIMIT ?)",
+                (now, now, webhook_id, since_ms, since_ms, -1 if limit is None else limit),
             )
             return cur.rowcount
 
@@ -2371,6 +2380,112 @@ class SqliteStore:
             pages = conn.execute("PRAGMA page_count").fetchone()[0]
             size = conn.execute("PRAGMA page_size").fetchone()[0]
             return int(pages) * int(size)
+
+        return await self._call(work)
+
+    # -- what operators look at -----------------------------------------------------
+
+    async def workspace_queue_stats(self, workspace_id: str) -> QueueStats:
+        now = self.clock.now_ms()
+
+        def work(conn: sqlite3.Connection) -> QueueStats:
+            by_status = {s.value: 0 for s in Status}
+            # Through the workspace's webhooks: (webhook_id, status) is an index
+            # that covers the count, so no delivery row is read.
+            for status, count in conn.execute(
+                "SELECT d.status, count(*) FROM webhooks w"
+                " JOIN deliveries d INDEXED BY deliveries_webhook ON d.webhook_id = w.id"
+                " WHERE w.workspace_id = ? GROUP BY d.status",
+                (workspace_id,),
+            ):
+                by_status[status] = count
+            # Each webhook that may send: its first scheduled delivery, one index
+            # seek.  A leased delivery is scheduled at its lease's end, so only
+            # unclaimed (or lapsed) work can be due by now.
+            (oldest,) = conn.execute(
+                "SELECT min(first) FROM (SELECT (SELECT min(next_attempt_at) FROM deliveries"
+                " INDEXED BY deliveries_webhook_due WHERE webhook_id = w.id"
+                " AND next_attempt_at IS NOT NULL) AS first FROM webhooks w"
+                " WHERE w.workspace_id = ?1 AND w.status = 'active' AND w.deleted_at IS NULL"
+                " AND (w.paused_until IS NULL OR w.paused_until <= ?2)) WHERE first <= ?2",
+                (workspace_id, now),
+            ).fetchone()
+            (in_flight,) = conn.execute(
+                "SELECT count(*) FROM webhooks w"
+                " JOIN deliveries d INDEXED BY deliveries_webhook_due ON d.webhook_id = w.id"
+                " WHERE w.workspace_id = ? AND d.next_attempt_at > ?"
+                " AND d.lease_token IS NOT NULL",
+                (workspace_id, now),
+            ).fetchone()
+            return QueueStats(by_status, oldest, in_flight)
+
+        return await self._call(work)
+
+    async def webhook_stats(
+        self, workspace_id: str, webhook_id: str, since_ms: int
+    ) -> WebhookStats | None:
+        now = self.clock.now_ms()
+
+        def work(conn: sqlite3.Connection) -> WebhookStats | None:
+            known = conn.execute(
+                "SELECT 1 FROM webhooks WHERE id = ? AND workspace_id = ? AND deleted_at IS NULL",
+                (webhook_id, workspace_id),
+            ).fetchone()
+            if known is None:
+                return None
+            delivered, dead, queued = conn.execute(
+                "SELECT coalesce(sum(status = 'delivered' AND updated_at >= ?2), 0),"
+                " coalesce(sum(status = 'dead_letter' AND updated_at >= ?2), 0),"
+                " coalesce(sum(status IN " + _SCHEDULABLE_SQL + "), 0)"
+                " FROM deliveries INDEXED BY deliveries_webhook"
+                " WHERE webhook_id = ?1 AND is_test = 0",
+                (webhook_id, since_ms),
+            ).fetchone()
+            (in_flight,) = conn.execute(
+                "SELECT count(*) FROM deliveries INDEXED BY deliveries_webhook_due"
+                " WHERE webhook_id = ? AND next_attempt_at > ? AND lease_token IS NOT NULL"
+                " AND is_test = 0",
+                (webhook_id, now),
+            ).fetchone()
+            # An attempt changes its delivery's updated_at, so the deliveries
+            # not touched since since_ms have no attempt in the window to read.
+            last = conn.execute(
+                "SELECT a.started_at, a.status_code, a.error, a.delivery_id"
+                " FROM deliveries d INDEXED BY deliveries_webhook"
+                " JOIN attempts a ON a.delivery_id = d.id"
+                " WHERE d.webhook_id = ?1 AND d.is_test = 0 AND d.updated_at >= ?2"
+                " AND a.started_at >= ?2 AND a.outcome != '2xx'"
+                " ORDER BY a.started_at DESC, a.number DESC LIMIT 1",
+                (webhook_id, since_ms),
+            ).fetchone()
+            return WebhookStats(
+                since_ms=since_ms,
+                delivered=delivered,
+                dead_lettered=dead,
+                queued=queued,
+                in_flight=in_flight,
+                last_error_at=last[0] if last else None,
+                last_error_status_code=last[1] if last else None,
+                last_error=last[2] if last else None,
+                last_error_delivery_id=last[3] if last else None,
+            )
+
+        return await self._call(work)
+
+    async def rate_limit_stats(self) -> RateLimitStats:
+        now = self.clock.now_ms()
+
+        def work(conn: sqlite3.Connection) -> RateLimitStats:
+            (paused,) = conn.execute(
+                "SELECT count(*) FROM webhooks WHERE paused_until > ? AND status = 'active'"
+                " AND deleted_at IS NULL",
+                (now,),
+            ).fetchone()
+            (oldest,) = conn.execute(
+                "SELECT min(rate_limited_since) FROM deliveries INDEXED BY deliveries_status"
+                " WHERE status = 'rate_limited'"
+            ).fetchone()
+            return RateLimitStats(paused, oldest)
 
         return await self._call(work)
 
