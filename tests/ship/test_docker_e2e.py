@@ -124,7 +124,8 @@ def deployment(
 
 
 def test_the_probes_answer_on_the_host(deployment: Deployment) -> None:
-    assert http("GET", deployment.api.base_url + "/healthz") == (200, b'{"status": "ok"}')
+    status, body = http("GET", deployment.api.base_url + "/healthz")
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
     status, body = http("GET", deployment.api.base_url + "/readyz")
     assert status == 200, body
 

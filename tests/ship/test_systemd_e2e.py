@@ -119,7 +119,8 @@ def test_the_unit_is_enabled_and_active_with_its_status_text(service: Service) -
 
 
 def test_the_probes_answer_on_the_host(service: Service) -> None:
-    assert http("GET", service.api.base_url + "/healthz") == (200, b'{"status": "ok"}')
+    status, body = http("GET", service.api.base_url + "/healthz")
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
     status, body = http("GET", service.api.base_url + "/readyz")
     assert status == 200, body
 
