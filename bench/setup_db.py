@@ -3,7 +3,7 @@
 Small and medium queues go through the store API (``SqliteStore.ingest_event``,
 group committed), so they are exactly what the API would have written.  The
 million-row backlog is written with ``executemany`` straight into the schema
-the store has just migrated (see ``MIGRATIONS`` in ``hookd/storage/sqlite.py``).
+the store has just migrated (see ``MIGRATIONS`` in ``hookd/storage/sqlite/schema.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from hookd.ids import iso_ms
 from hookd.models import NewWebhook
-from hookd.storage.sqlite import SqliteStore, serialize_event
+from hookd.storage.events import event_body
+from hookd.storage.sqlite import SqliteStore
 
 WORKSPACE = "ws_bench"
 
@@ -105,7 +106,7 @@ def prequeue_bulk(db: Path, hook_ids: list[str], deliveries: int) -> None:
                     eid,
                     WORKSPACE,
                     "bench.event",
-                    serialize_event(eid, WORKSPACE, "bench.event", {"seq": i}, iso_ms(now)),
+                    event_body(eid, WORKSPACE, "bench.event", {"seq": i}, iso_ms(now)).encode(),
                     now,
                 )
                 for i, eid in enumerate(event_ids)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from hookd.attempts import Attempts
 from hookd.clock import ManualClock
 from hookd.config import DeliveryConfig
 from hookd.metrics import Metrics
@@ -19,7 +20,9 @@ from hookd.models import NewWebhook, Webhook
 from hookd.scheduler import Scheduler
 from hookd.sender import AddressPolicy, Sender
 from hookd.storage.sqlite import SqliteStore
+from hookd.storage.sqlite.connection import AdminConnection
 from tests.daemon_proc import DaemonProcess
+from tests.support.postgres import postgres_database  # noqa: F401 - a session fixture
 from tests.support.services import in_ci, is_service_skip
 
 LOOPBACK_ALLOWED = ("127.0.0.0/8", "::1/128")
@@ -115,6 +118,8 @@ async def receiver() -> AsyncIterator[Receiver]:
 def delivery_config(**overrides: Any) -> DeliveryConfig:
     base = DeliveryConfig(
         allow_networks=LOOPBACK_ALLOWED,
+        # Loopback receivers stand in for public endpoints here: keep what they answer.
+        record_internal_response_bodies=True,
         poll_interval_seconds=0.05,
         drain_timeout_seconds=2.0,
     )
@@ -166,7 +171,8 @@ async def harness_factory(
         )
         await sender.start()
         metrics = Metrics()
-        scheduler = Scheduler(store, sender, cfg, clock, metrics=metrics, rng=random.Random(7))
+        attempts = Attempts(store, sender, cfg, clock, metrics, random.Random(7))
+        scheduler = Scheduler(store, attempts, cfg, clock)
         h = Harness(store, scheduler, sender, clock, metrics)
         created.append(h)
         return h
@@ -217,6 +223,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # A failed test may leave a store open; its aiosqlite thread would keep
+    # the interpreter from exiting.
+    AdminConnection.stop_all()
     if in_ci() and _service_skips:
         lines = "\n  ".join(_service_skips)
         print(f"\nHOOKD_CI=1 but these tests were skipped for a missing service:\n  {lines}")

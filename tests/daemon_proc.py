@@ -24,7 +24,8 @@ FAST_ENV = {
     "HOOKD_DELIVERY_BACKOFF_CAP_SECONDS": "0.2",
     "HOOKD_DELIVERY_POLL_INTERVAL_SECONDS": "0.1",
     "HOOKD_LOGGING_FORMAT": "json",
-    "HOOKD_LOGGING_LEVEL": "info",
+    # Successful attempts are logged at debug; these tests read them.
+    "HOOKD_LOGGING_LEVEL": "debug",
 }
 
 

@@ -1,11 +1,13 @@
 """``hookd serve``: store, sender, scheduler and HTTP listeners in one process.
 
 Besides the scheduler, the daemon runs three small background tasks, none of
-which ever blocks the event loop (database work runs on the store's thread):
+which ever blocks the event loop (the store's calls are asynchronous):
 
 - stats: reads queue depth, scheduling lag and database size into the gauges
   every ``server.stats_interval_seconds``, so a scrape never queries the database;
-- retention: deletes old delivered deliveries in small batches with pauses;
+- retention (``maintenance.sweep``): old delivered deliveries and dead letters,
+  orphan events, deleted webhooks, and the 429 lane's bound per endpoint, in
+  short batches; on a cluster only the leader sweeps;
 - the systemd watchdog, pinging from the loop itself (see ``systemd.py``).
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 import signal
@@ -26,14 +29,14 @@ from hookd import __version__
 from hookd.api.app import build_app, build_metrics_app
 from hookd.api.context import AppContext
 from hookd.api.health import readiness_problems
+from hookd.api.inputs import read_raw
+from hookd.api.listener import Listener
 from hookd.clock import Clock, SystemClock
+from hookd.components import build_delivery, describe_store
 from hookd.config import Config
-from hookd.maintenance import purge_delivered
+from hookd.maintenance import Sweep, sweep
 from hookd.metrics import Metrics
-from hookd.scheduler import Scheduler
-from hookd.sender import Sender
 from hookd.storage import StoreError
-from hookd.storage.sqlite import SqliteStore
 from hookd.systemd import Notifier
 from hookd.workers import MergedRegistry, WorkerPool
 
@@ -43,15 +46,6 @@ log = structlog.get_logger("hookd.daemon")
 def split_listen(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     return host.strip("[]"), int(port)
-
-
-def open_store(config: Config, clock: Clock | None = None) -> SqliteStore:
-    return SqliteStore(
-        config.database.path,
-        clock or SystemClock(),
-        busy_timeout_ms=config.database.busy_timeout_ms,
-        idempotency_window_ms=round(config.delivery.idempotency_window_seconds * 1000),
-    )
 
 
 class Daemon:
@@ -69,21 +63,17 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
         self.metrics = Metrics()
-        self.store = open_store(config, self.clock)
-        self.sender = Sender.for_delivery(
-            config.delivery, on_resend=self.metrics.requests_resent.inc
-        )
-        self.scheduler = Scheduler(
-            self.store, self.sender, config.delivery, self.clock, metrics=self.metrics, rng=self.rng
-        )
+        self.delivery = build_delivery(config, self.clock, self.metrics, self.rng)
+        self.store = self.delivery.store
+        self.scheduler = self.delivery.scheduler
         self.context = AppContext(
-            config, self.store, self.scheduler, self.metrics, self.clock, self.rng
+            config, self.store, self.scheduler, self.delivery.attempts, self.metrics, self.clock
         )
         self.workers: WorkerPool | None = None
         if config.delivery.workers > 1:
             self.workers = WorkerPool(config.delivery.workers - 1, config_path)
             self.metrics.exposed = MergedRegistry(self.metrics.registry, self.workers)
-        self._runners: list[web.AppRunner] = []
+        self._listeners: list[Listener] = []
         self._background: list[asyncio.Task[None]] = []
         self.bound: list[tuple[str, int]] = []
         # Bumped after every stats refresh and every retention sweep; tests wait on it.
@@ -91,8 +81,7 @@ class Daemon:
         self.retention_sweeps = 0
 
     async def start(self) -> None:
-        await self.store.open()
-        await self.sender.start()
+        await self.delivery.start()
         await self._listen(build_app(self.context), self.config.server.listen)
         if self.config.server.metrics_listen:
             await self._listen(build_metrics_app(self.context), self.config.server.metrics_listen)
@@ -101,15 +90,14 @@ class Daemon:
         if self.workers is not None:
             await self.workers.start()
         self._background.append(asyncio.create_task(self._stats_loop(), name="hookd-stats"))
-        if self.config.retention.delivered_max_age_seconds > 0:
-            self._background.append(
-                asyncio.create_task(self._retention_loop(), name="hookd-retention")
-            )
+        # (Even when nothing ages out, the sweep also ends what waits behind an
+        # endpoint that has answered 429 for longer than the lane allows.)
+        self._background.append(asyncio.create_task(self._retention_loop(), name="hookd-retention"))
         listen = [f"{h}:{p}" for h, p in self.bound]
         log.info(
             "hookd.started",
             listen=listen,
-            database=self.config.database.path,
+            database=describe_store(self.config),
             pid=os.getpid(),
             version=__version__,
         )
@@ -127,10 +115,8 @@ class Daemon:
         host, port = split_listen(listen)
         patience = self.config.server.client_timeout_seconds
         app.middlewares.append(_body_deadline(patience))
-        runner = web.AppRunner(
+        listener = Listener(
             app,
-            access_log=None,
-            handle_signals=False,
             shutdown_timeout=5.0,
             # aiohttp arms this timer when a connection opens and only disarms it
             # once a complete request head has arrived, so it is also the deadline
@@ -140,12 +126,9 @@ class Daemon:
             # How long unread body bytes are drained after an early answer (401, 408).
             lingering_time=patience,
         )
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
-        self._runners.append(runner)
-        for sock_addr in runner.addresses:
-            self.bound.append((str(sock_addr[0]), int(sock_addr[1])))
+        self._listeners.append(listener)
+        await listener.start(host, port)
+        self.bound.extend(listener.addresses)
 
     async def stop(self) -> None:
         log.info("hookd.stopping")
@@ -161,13 +144,16 @@ class Daemon:
             stopping_workers = asyncio.create_task(
                 self.workers.stop(self.config.delivery.drain_timeout_seconds + 10)
             )
-        await self.scheduler.stop()
-        if self.workers is not None:
-            await stopping_workers
-        for runner in reversed(self._runners):
-            await runner.cleanup()
-        await self.sender.close()
-        await self.store.close()
+        try:
+            await self.scheduler.stop()
+            if self.workers is not None:
+                await stopping_workers
+            for listener in reversed(self._listeners):
+                await listener.stop()
+        finally:
+            # Whatever failed above, the store's threads end: a process left
+            # with one running would never exit.
+            await self.delivery.close()
         # The watchdog keeps pinging through the drain, which may take up to
         # drain_timeout_seconds; only now is there nothing left to watch.
         await self.notifier.close()
@@ -198,24 +184,29 @@ class Daemon:
                     exc_info=not isinstance(exc, StoreError),
                 )
 
-    async def sweep_retention(self) -> int:
-        """Delete delivered deliveries older than the configured age; return how many."""
-        r = self.config.retention
-        cutoff = self.clock.now_ms() - round(r.delivered_max_age_seconds * 1000)
-        total = 0
-        async for deleted in purge_delivered(
-            self.store, cutoff, r.batch_size, r.batch_pause_seconds
-        ):
-            total += deleted
-            self.metrics.retention_deleted.inc(deleted)
-        return total
+    async def sweep_retention(self) -> Sweep:
+        """One retention sweep (``maintenance.sweep``); what it removed or ended.
+
+        One process of a cluster sweeps (the store's leader); the others skip.
+        """
+        if not await self.store.is_leader():
+            return Sweep()
+        return await sweep(
+            self.store,
+            self.config.retention,
+            self.config.delivery.rate_limit_max_age_seconds,
+            self.clock.now_ms(),
+            on_batch=lambda status, deleted: self.metrics.retention_deleted_by_status[status].inc(
+                deleted
+            ),
+        )
 
     async def _retention_loop(self) -> None:
         r = self.config.retention
         while True:
             started = time.monotonic()
             try:
-                deleted = await self.sweep_retention()
+                done = await self.sweep_retention()
             except Exception as exc:
                 # Retried at the next interval: nothing is lost by deleting later.
                 log.warning(
@@ -224,11 +215,10 @@ class Daemon:
                     exc_info=not isinstance(exc, StoreError),
                 )
             else:
-                if deleted:
+                if done != Sweep():
                     log.info(
                         "retention.swept",
-                        deleted=deleted,
-                        max_age_seconds=r.delivered_max_age_seconds,
+                        **dataclasses.asdict(done),
                         duration_ms=round((time.monotonic() - started) * 1000),
                     )
             self.retention_sweeps += 1
@@ -241,23 +231,21 @@ def _body_deadline(seconds: float) -> Middleware:
     aiohttp has no body-read timeout: a client that sends its headers and then
     trickles (or withholds) the body would hold its handler and connection
     forever.  Bodies are small (``server.max_body_bytes``), so they are read
-    here, under the deadline, and cached for the handler.  Oversized bodies
-    are left to the handler, which refuses them on Content-Length at once.
+    here, under the deadline, and cached for the handler; one declared over
+    the limit is refused without reading it.
     """
 
     @web.middleware
     async def body_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
-        declared = request.content_length
         if (
             request.can_read_body
-            and (declared is None or declared <= request.client_max_size)
             # A body that arrived with its headers (an API call's usually
             # does) is read without waiting: no timer to arm (~4 us a request).
             and not request.content.is_eof()
         ):
             try:
                 async with asyncio.timeout(seconds):
-                    await request.read()
+                    await read_raw(request)
             except TimeoutError:
                 raise web.HTTPRequestTimeout(
                     text=f"request body not received within {seconds:g} s"

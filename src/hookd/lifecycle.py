@@ -1,11 +1,16 @@
 """Where a delivery changes status.
 
 Every status change a delivery can undergo is decided here, as a pure
-function of its counters, the attempt's outcome and the clock; the storage
-layer then applies the decision as a conditional update fenced by the lease
-token (see ``storage.sqlite``).  The only other movers of status are the
-operator actions at the bottom of this module (replay, webhook deletion),
-whose SQL also lives in storage.
+function; storage applies the decision and decides none:
+
+- created: ``created`` (every new delivery is ``pending``, due at once);
+- an attempt's outcome: ``decide`` (the scheduler and replay) and
+  ``test_send_result`` (a test send), a :class:`Transition` that storage
+  writes where the delivery's lease still holds (fenced by the lease token);
+- operator actions and cleanup: ``replayed``, ``webhook_deleted``,
+  ``lane_expired`` and ``test_interrupted``, a :class:`Change` that storage
+  applies to the deliveries it names that are in one of the statuses the
+  change lists.
 """
 
 from __future__ import annotations
@@ -14,11 +19,11 @@ import random
 from typing import NamedTuple
 
 from hookd.config import DeliveryConfig
-from hookd.models import ClaimedDelivery, Status
+from hookd.models import SCHEDULABLE, ClaimedDelivery, Status
 from hookd.policy import Outcome, backoff_seconds, rate_limit_backoff_seconds
 
 ERROR_WEBHOOK_DELETED = "webhook deleted"
-ERROR_BLOCKED = "blocked"
+ERROR_TEST_INTERRUPTED = "test delivery interrupted"
 
 
 class Counters(NamedTuple):
@@ -54,6 +59,31 @@ class Transition(NamedTuple):
     deactivate_webhook_reason: str | None = None
     # Why the delivery went to dead_letter, when it did.
     dead_letter_reason: str | None = None
+    # The endpoint answered something other than a 429 (or 503 with
+    # Retry-After): a run of rate limiting is over.
+    relieves_endpoint: bool = False
+
+
+def _spent(
+    c: Counters,
+    status: Status,
+    next_attempt_at: int | None,
+    *,
+    dead_letter_reason: str | None = None,
+    deactivate_webhook_reason: str | None = None,
+) -> Transition:
+    """An attempt answered outside the 429 lane: it spends one unit of the
+    budget, and the endpoint's run of rate limiting (if any) is over."""
+    return Transition(
+        status,
+        next_attempt_at,
+        c.budget_used + 1,
+        c.rate_limited_count,
+        c.rate_limited_since,
+        deactivate_webhook_reason=deactivate_webhook_reason,
+        dead_letter_reason=dead_letter_reason,
+        relieves_endpoint=True,
+    )
 
 
 def decide(
@@ -66,50 +96,32 @@ def decide(
 ) -> Transition:
     c = counters
     if outcome is Outcome.DELIVERED:
-        return Transition(
-            Status.DELIVERED, None, c.budget_used + 1, c.rate_limited_count, c.rate_limited_since
-        )
+        return _spent(c, Status.DELIVERED, None)
     if outcome is Outcome.BLOCKED:
-        return Transition(
+        return _spent(
+            c,
             Status.DEAD_LETTER,
             None,
-            c.budget_used + 1,
-            c.rate_limited_count,
-            c.rate_limited_since,
             dead_letter_reason="destination blocked by the outbound address policy",
         )
     if outcome is Outcome.GONE:
-        return Transition(
-            Status.DEAD_LETTER,
-            None,
-            c.budget_used + 1,
-            c.rate_limited_count,
-            c.rate_limited_since,
-            deactivate_webhook_reason="endpoint answered 410 Gone",
-            dead_letter_reason="endpoint answered 410 Gone",
+        gone = "endpoint answered 410 Gone"
+        return _spent(
+            c, Status.DEAD_LETTER, None, deactivate_webhook_reason=gone, dead_letter_reason=gone
         )
     if outcome is Outcome.RATE_LIMITED:
         # The 429 lane never touches budget_used: a receiver asking us to slow
         # down has not failed the delivery.
         count = c.rate_limited_count + 1
         since = c.rate_limited_since if c.rate_limited_since is not None else now_ms
+        ended = None
         if count >= config.rate_limit_max_count:
+            ended = f"rate limited {count} times"
+        elif now_ms - since >= config.rate_limit_max_age_seconds * 1000:
+            ended = "rate limited for longer than the lane allows"
+        if ended is not None:
             return Transition(
-                Status.DEAD_LETTER,
-                None,
-                c.budget_used,
-                count,
-                since,
-                dead_letter_reason=f"rate limited {count} times",
-            )
-        if now_ms - since >= config.rate_limit_max_age_seconds * 1000:
-            return Transition(
-                Status.DEAD_LETTER,
-                None,
-                c.budget_used,
-                count,
-                since,
-                dead_letter_reason="rate limited for longer than the lane allows",
+                Status.DEAD_LETTER, None, c.budget_used, count, since, dead_letter_reason=ended
             )
         if retry_after_seconds is not None and retry_after_seconds > 0:
             delay = retry_after_seconds
@@ -136,26 +148,82 @@ def decide(
             schedule=config.retry_schedule_seconds,
             rng=rng,
         )
-        return Transition(
-            Status.FAILED,
-            now_ms + round(delay * 1000),
-            used,
-            c.rate_limited_count,
-            c.rate_limited_since,
-        )
-    return Transition(
+        return _spent(c, Status.FAILED, now_ms + round(delay * 1000))
+    return _spent(
+        c,
         Status.DEAD_LETTER,
         None,
-        used,
-        c.rate_limited_count,
-        c.rate_limited_since,
         dead_letter_reason=f"retry budget exhausted after {used} attempts",
     )
 
 
-def replayed(now_ms: int) -> Transition:
-    """A dead letter given a fresh budget by an operator."""
-    return Transition(Status.PENDING, now_ms, 0, 0, None)
+class Change(NamedTuple):
+    """A status change that does not come from an attempt.
+
+    It applies to deliveries in one of ``from_statuses`` only (a delivery
+    that moved on meanwhile is left alone), and either gives a fresh budget
+    (attempt counters back to 0) or keeps the counters.
+    """
+
+    status: Status
+    next_attempt_at: int | None  # None when terminal
+    reason: str | None
+    fresh_budget: bool
+    from_statuses: frozenset[Status]
+
+
+def created(now_ms: int) -> Change:
+    """A new delivery: ``pending``, due at once.
+
+    (Storage schedules it no earlier than its webhook's 429 pause ends: the
+    claim would skip it until then anyway, see ``storage``.)
+    """
+    return Change(Status.PENDING, now_ms, None, fresh_budget=True, from_statuses=frozenset())
+
+
+def replayed(now_ms: int, paused_until: int | None) -> Change:
+    """A dead letter given a fresh budget by an operator.
+
+    Due at once, or when its webhook's 429 pause ends: a replay waits for the
+    endpoint's Retry-After like the rest of its queue.
+    """
+    due = max(now_ms, paused_until or 0)
+    return Change(
+        Status.PENDING, due, None, fresh_budget=True, from_statuses=frozenset({Status.DEAD_LETTER})
+    )
+
+
+def webhook_deleted() -> Change:
+    """The webhook is gone: its unfinished deliveries end (and any lease in flight with them)."""
+    return Change(
+        Status.DEAD_LETTER,
+        None,
+        ERROR_WEBHOOK_DELETED,
+        fresh_budget=False,
+        from_statuses=SCHEDULABLE,
+    )
+
+
+LANE_EXPIRED = "endpoint rate limited for longer than the lane allows"
+
+
+def lane_expired() -> Change:
+    """Deliveries waiting behind an endpoint that has answered 429 for longer than
+    the lane's maximum age: they would otherwise wait for ever, never tried."""
+    return Change(
+        Status.DEAD_LETTER, None, LANE_EXPIRED, fresh_budget=False, from_statuses=SCHEDULABLE
+    )
+
+
+def test_interrupted() -> Change:
+    """A test send whose process died before recording it: never retried, so it ends."""
+    return Change(
+        Status.DEAD_LETTER,
+        None,
+        ERROR_TEST_INTERRUPTED,
+        fresh_budget=False,
+        from_statuses=frozenset({Status.PENDING}),
+    )
 
 
 def test_send_result(delivered: bool, counters: Counters) -> Transition:
@@ -170,5 +238,6 @@ def test_send_result(delivered: bool, counters: Counters) -> Transition:
     )
 
 
-# The name starts with "test": keep pytest from collecting it where it is imported.
+# The names start with "test": keep pytest from collecting them where they are imported.
 setattr(test_send_result, "__test__", False)  # noqa: B010
+setattr(test_interrupted, "__test__", False)  # noqa: B010

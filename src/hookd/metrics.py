@@ -41,6 +41,8 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 # Statuses a delivery reaches as the result of an attempt.
 REACHED_STATUSES = (Status.DELIVERED, Status.FAILED, Status.RATE_LIMITED, Status.DEAD_LETTER)
+# Terminal statuses retention deletes after their age.
+RETAINED_STATUSES = (Status.DELIVERED, Status.DEAD_LETTER)
 
 
 class Metrics:
@@ -126,7 +128,8 @@ class Metrics:
         )
         self.retention_deleted = Counter(
             "hookd_retention_deleted_deliveries",
-            "Delivered deliveries removed by retention, attempts with them.",
+            "Deliveries removed by retention, attempts with them, by the status they ended in.",
+            ["status"],
             registry=r,
         )
         self.webhooks_paused = Gauge(
@@ -159,6 +162,9 @@ class Metrics:
         }
         for status in Status:
             self.queue_depth.labels(status=status.value)
+        self.retention_deleted_by_status = {
+            s: self.retention_deleted.labels(status=s.value) for s in RETAINED_STATUSES
+        }
 
     def observe_ingest(self, result: IngestResult) -> None:
         """Count one ``POST /v1/events`` (or any other ingest) once it is committed."""
@@ -173,7 +179,10 @@ class Metrics:
         self.leased.set(stats.in_flight)
         lag_ms = 0 if stats.oldest_due_ms is None else max(0, now_ms - stats.oldest_due_ms)
         self.oldest_due_age.set(lag_ms / 1000)
-        self.stats_timestamp.set(now_ms / 1000)
+        # When the figures were read, which on a follower is when the leader
+        # published them: the stale-statistics alert sees a leader that stopped.
+        read_at_ms = now_ms if stats.read_at_ms is None else stats.read_at_ms
+        self.stats_timestamp.set(read_at_ms / 1000)
         self.database_size.set(database_bytes)
 
     def observe_rate_limits(self, stats: RateLimitStats, now_ms: int) -> None:

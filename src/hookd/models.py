@@ -120,8 +120,10 @@ class Delivery:
     updated_at: int
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(NamedTuple):
+    """One attempt, as stored: on record whether its result was applied or
+    fenced (the request went out either way).  Storage writes these rows."""
+
     id: str
     delivery_id: str
     number: int

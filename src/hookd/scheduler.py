@@ -9,11 +9,11 @@ limits: a global number of attempts in flight, and a number per webhook.
 Webhooks at their limit are excluded inside the claim query, so a slow or
 dead endpoint holds at most its own slots and never a batch.
 
-An attempt task signs and sends the request, asks ``lifecycle.decide`` what
-the outcome means, hands the record to the loop and ends.  Writing records
-in the loop's transaction, rather than one write per attempt, is what keeps
-the database cost per delivery small: whatever finished while the previous
-round trip ran shares the next one.
+An attempt task runs the one attempt path (``attempts.Attempts.run``: sign,
+send, classify, decide), hands the record to the loop and ends.  Writing
+records in the loop's round trip, rather than one write per attempt, is what
+keeps the database cost per delivery small: whatever finished while the
+previous round trip ran shares the next one.
 
 Shutdown stops claiming, lets in-flight attempts run for the drain timeout,
 then cancels the rest; the loop writes every record it was handed (a request
@@ -26,63 +26,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections import Counter as Tally
-from dataclasses import dataclass
 
 import structlog
 
+from hookd.attempts import Attempts, Finished
 from hookd.clock import Clock
 from hookd.config import DeliveryConfig
-from hookd.lifecycle import Counters, Transition, decide
-from hookd.metrics import Metrics
-from hookd.models import ClaimedDelivery, Status
-from hookd.policy import Outcome, classify, parse_retry_after
-from hookd.sender import Sender, SendResult, signature_headers
-from hookd.storage import AttemptRecord, RecordResult, Store, StoreError
+from hookd.lifecycle import Transition
+from hookd.models import ClaimedDelivery
+from hookd.storage import RecordResult, Store, StoreError
 
 log = structlog.get_logger("hookd.scheduler")
 
 # Most webhooks remembered as just rate limited (see Scheduler._probing).
 _PROBING_MAX = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptReport:
-    """What one attempt did: for logs, the replay API and tests."""
-
-    claim: ClaimedDelivery
-    result: SendResult
-    transition: Transition
-    applied: bool
-
-    @property
-    def status(self) -> Status:
-        return self.transition.status
-
-
-def attempt_record(
-    claim: ClaimedDelivery,
-    started_at: int,
-    result: SendResult,
-    metric_class: str,
-    transition: Transition,
-) -> AttemptRecord:
-    """What the store writes for one attempt of ``claim`` (scheduler, replay, test send)."""
-    return AttemptRecord(
-        delivery_id=claim.delivery_id,
-        lease_token=claim.lease_token,
-        webhook_id=claim.webhook_id,
-        number=claim.attempt_count + 1,
-        started_at=started_at,
-        duration_ms=result.duration_ms,
-        status_code=result.status_code,
-        error=result.error_text,
-        response_body=result.body,
-        outcome=metric_class,
-        transition=transition,
-    )
 
 
 class _Flight:
@@ -98,33 +57,23 @@ class _Flight:
 
 
 class _Finished:
-    """A finished attempt waiting for the loop's next transaction."""
+    """A finished attempt waiting for the loop's next round trip."""
 
-    __slots__ = ("flight", "record", "result")
+    __slots__ = ("finished", "flight")
 
-    def __init__(self, flight: _Flight, record: AttemptRecord, result: SendResult) -> None:
+    def __init__(self, flight: _Flight, finished: Finished) -> None:
         self.flight = flight
-        self.record = record
-        self.result = result
+        self.finished = finished
 
 
 class Scheduler:
     def __init__(
-        self,
-        store: Store,
-        sender: Sender,
-        config: DeliveryConfig,
-        clock: Clock,
-        *,
-        metrics: Metrics | None = None,
-        rng: random.Random | None = None,
+        self, store: Store, attempts: Attempts, config: DeliveryConfig, clock: Clock
     ) -> None:
         self.store = store
-        self.sender = sender
+        self.attempts = attempts
         self.config = config
         self.clock = clock
-        self.metrics = metrics or Metrics()
-        self.rng = rng or random.Random()
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: dict[asyncio.Task[None], _Flight] = {}
@@ -235,7 +184,12 @@ class Scheduler:
             for flight in flights.values()
             if not flight.recorded
         ]
-        released = await self.store.release(unfinished) if unfinished else 0
+        released = 0
+        try:
+            released = await self.store.release(unfinished) if unfinished else 0
+        except StoreError as exc:
+            # Their leases end by themselves: the deliveries are only taken later.
+            log.warning("scheduler.release_failed", leases=len(unfinished), error=str(exc))
         log.info("scheduler.stopped", released_leases=released, cancelled=len(pending))
 
     # -- the loop ------------------------------------------------------------------
@@ -268,7 +222,7 @@ class Scheduler:
         self._finished_attempts = []
         write = asyncio.ensure_future(
             self.store.settle_and_claim(
-                [f.record for f in finished],
+                [f.finished.record for f in finished],
                 max(want, 0),
                 round(cfg.lease_seconds * 1000),
                 room,
@@ -308,9 +262,8 @@ class Scheduler:
             # the order they were scheduled, leaving the database thread idle
             # for those 10-15 ms of every batch (measured: round trips seen by
             # the loop 32 ms against 26, 5,900-6,400 deliveries/s against
-            # 6,900-7,900).  (It once waited a sleep(0) instead, which under
-            # uvloop returned only when the whole batch had been answered:
-            # README, Benchmark.)
+            # 6,900-7,900).  A sleep(0) is no substitute: under uvloop it
+            # returns only once the whole batch has been answered.
             self._unsent = [self._take_slot(claim) for claim in claims]
             return
         for claim in claims:
@@ -339,15 +292,12 @@ class Scheduler:
             # A 429 or 410 kept its slot until its pause or deactivation was
             # written (in the same transaction as the claim that follows).
             self._release_slot(item.flight)
-            record = item.record
             try:
-                self._observe(
-                    item.flight.claim, item.result, record.outcome, record.transition, recorded
-                )
+                self.attempts.observe(item.flight.claim, item.finished, recorded)
             except Exception:
                 # Metrics and logs only: every slot is given back whatever
                 # goes wrong here.
-                log.exception("scheduler.observe_error", delivery_id=record.delivery_id)
+                log.exception("scheduler.observe_error", delivery_id=item.flight.claim.delivery_id)
 
     async def _wait_for_wake(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -404,10 +354,9 @@ class Scheduler:
     async def _run_attempt(self, flight: _Flight) -> None:
         claim = flight.claim
         try:
-            started_at = self.clock.now_ms()
-            result = await self.send(claim)
-            transition, metric_class = self._decide(claim, result)
-            self._pace(claim.webhook_id, started_at, transition)
+            finished = await self.attempts.run(claim)
+            transition = finished.transition
+            self._pace(claim.webhook_id, finished.record.started_at, transition)
             if (
                 transition.pause_webhook_until is None
                 and transition.deactivate_webhook_reason is None
@@ -418,11 +367,10 @@ class Scheduler:
                 # until its pause or deactivation is in the database, so no claim
                 # can slip past it.
                 self._release_slot(flight)
-            record = attempt_record(claim, started_at, result, metric_class, transition)
             # No await from the response to here: a cancellation either comes
             # before the exchange ended (lease released at stop) or not at all.
             flight.recorded = True
-            self._finished_attempts.append(_Finished(flight, record, result))
+            self._finished_attempts.append(_Finished(flight, finished))
             self._wake.set()
         except asyncio.CancelledError:
             raise
@@ -435,100 +383,3 @@ class Scheduler:
                 error=str(exc),
                 exc_info=not isinstance(exc, StoreError),
             )
-
-    # -- one attempt ------------------------------------------------------------------
-
-    async def send(self, claim: ClaimedDelivery, event_type: str | None = None) -> SendResult:
-        """Sign (fresh timestamp every time) and send one request."""
-        timestamp = self.clock.now_ms() // 1000
-        headers = signature_headers(claim.event_id, timestamp, claim.body, claim.secrets)
-        headers["X-Webhook-Event"] = event_type or claim.event_type
-        # Counted here so replays and test sends made by the API show too.
-        self.metrics.in_flight.inc()
-        try:
-            return await self.sender.send(claim.url, claim.body, headers, claim.timeout_ms)
-        finally:
-            self.metrics.in_flight.dec()
-
-    async def attempt(self, claim: ClaimedDelivery) -> AttemptReport:
-        """Send ``claim`` once and record the attempt at once (the API's replay).
-
-        The loop's own attempts go through ``_run_attempt`` instead, whose
-        records share the loop's next round trip.
-        """
-        started_at = self.clock.now_ms()
-        result = await self.send(claim)
-        transition, metric_class = self._decide(claim, result)
-        record = attempt_record(claim, started_at, result, metric_class, transition)
-        recorded = await self._record_shielded(record)
-        self._observe(claim, result, metric_class, transition, recorded)
-        return AttemptReport(claim, result, transition, recorded.applied)
-
-    def _decide(self, claim: ClaimedDelivery, result: SendResult) -> tuple[Transition, str]:
-        now = self.clock.now_ms()
-        verdict = classify(result.status_code, result.error, result.retry_after is not None)
-        retry_after = None
-        if verdict.outcome is Outcome.RATE_LIMITED:
-            retry_after = parse_retry_after(
-                result.retry_after, now, self.config.retry_after_max_seconds
-            )
-        counters = Counters.of(claim)
-        transition = decide(counters, verdict.outcome, retry_after, now, self.config, self.rng)
-        return transition, verdict.metric_class
-
-    async def _record_shielded(self, record: AttemptRecord) -> RecordResult:
-        write = asyncio.ensure_future(self.store.record_attempts([record]))
-        try:
-            (result,) = await asyncio.shield(write)
-        except asyncio.CancelledError:
-            # Shutdown caught us mid-write: the request already went out, so
-            # finish recording it before letting the cancellation through.
-            await write
-            raise
-        return result
-
-    def _observe(
-        self,
-        claim: ClaimedDelivery,
-        result: SendResult,
-        metric_class: str,
-        transition: Transition,
-        recorded: RecordResult,
-    ) -> None:
-        m = self.metrics
-        m.attempts_by_outcome[metric_class].inc()
-        m.attempt_duration.observe(result.duration_ms / 1000)
-        fields = {
-            "delivery_id": claim.delivery_id,
-            "webhook_id": claim.webhook_id,
-            "event_id": claim.event_id,
-            "attempt": claim.attempt_count + 1,
-            "status_code": result.status_code,
-            "error": result.error_text,
-            "duration_ms": result.duration_ms,
-            "outcome": metric_class,
-            "status": transition.status.value,
-        }
-        if not recorded.applied:
-            m.stale_writes.inc()
-            # The lease moved on (expired and re-claimed, or the webhook was
-            # deleted meanwhile): surfaced, never silently dropped.
-            log.warning(
-                "delivery.write_fenced",
-                current_status=recorded.status and recorded.status.value,
-                **fields,
-            )
-            return
-        m.reached_by_status[transition.status].inc()
-        if transition.deactivate_webhook_reason:
-            m.webhooks_disabled.inc()
-            log.warning(
-                "webhook.disabled",
-                webhook_id=claim.webhook_id,
-                reason=transition.deactivate_webhook_reason,
-            )
-        if transition.next_attempt_at is not None:
-            fields["next_attempt_in_ms"] = transition.next_attempt_at - self.clock.now_ms()
-        if transition.dead_letter_reason:
-            fields["reason"] = transition.dead_letter_reason
-        log.info("delivery.attempt", **fields)

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import signal
 import sys
 from collections.abc import Iterable, Iterator
@@ -29,6 +28,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from hookd.clock import SystemClock
+from hookd.components import build_delivery
 from hookd.config import Config
 from hookd.metrics import Metrics
 
@@ -92,10 +93,6 @@ class WorkerPool:
     def snapshots(self) -> Iterable[list[Sample]]:
         return list(self._latest.values())
 
-    @property
-    def alive(self) -> int:
-        return sum(1 for p in self._procs.values() if p.returncode is None)
-
     async def start(self) -> None:
         for index in range(1, self.count + 1):
             self._tasks.append(asyncio.create_task(self._supervise(index), name=f"worker-{index}"))
@@ -152,17 +149,10 @@ class WorkerPool:
 
 async def run_worker(config: Config, index: int) -> int:
     """``hookd worker``: claim and deliver until SIGTERM; no HTTP listener."""
-    from hookd.daemon import open_store
-    from hookd.scheduler import Scheduler
-    from hookd.sender import Sender
-
     structlog.contextvars.bind_contextvars(worker=index)
     metrics = Metrics()
-    store = open_store(config)
-    sender = Sender.for_delivery(config.delivery, on_resend=metrics.requests_resent.inc)
-    scheduler = Scheduler(
-        store, sender, config.delivery, store.clock, metrics=metrics, rng=random.Random()
-    )
+    delivery = build_delivery(config, SystemClock(), metrics, lead=False)
+    scheduler = delivery.scheduler
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -188,8 +178,7 @@ async def run_worker(config: Config, index: int) -> int:
                 return
             report()
 
-    await store.open()
-    await sender.start()
+    await delivery.start()
     scheduler.start()
     reporting = asyncio.create_task(reporter())
     log.info("worker.ready", pid=os.getpid())
@@ -203,7 +192,6 @@ async def run_worker(config: Config, index: int) -> int:
                 await reporting
             report()
         finally:
-            # The store's thread would keep the process alive if left open.
-            await sender.close()
-            await store.close()
+            # The store's threads would keep the process alive if left open.
+            await delivery.close()
     return 0

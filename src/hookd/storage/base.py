@@ -1,13 +1,13 @@
 """The storage contract every backend implements.
 
-The scheduler, the API and the CLI only ever talk to a :class:`Store`.  The
-SQLite implementation (``sqlite.py``) is the real one; a PostgreSQL one for
-multi-node use must pass the same contract suite (``tests/test_store_contract.py``).
+The scheduler, the API and the CLI only ever talk to a :class:`Store`; every
+backend passes the same contract suite (``tests/contract/``), which uses
+nothing but this protocol.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -26,13 +26,39 @@ from hookd.models import (
     Workspace,
 )
 
+# Text a receiver controls (response bodies, errors) is stored with each NUL
+# character replaced by U+FFFD: PostgreSQL's text cannot hold NUL, and every
+# backend stores the same.
+_NUL = "\x00"
+
+
+def storable_text(text: str | None) -> str | None:
+    """``text`` as every backend stores it (see above)."""
+    if text is None or _NUL not in text:
+        return text
+    return text.replace(_NUL, "\ufffd")
+
+
+def encode_cursor(created_at: int, item_id: str) -> str:
+    return f"{created_at}.{item_id}"
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    """Split a list cursor; raises ValueError when it is not one of ours."""
+    created, sep, item_id = cursor.partition(".")
+    if not sep or not created.isdigit() or len(created) > 15:
+        raise ValueError("malformed cursor")
+    if len(item_id) != 24 or any(c not in "0123456789abcdef" for c in item_id):
+        raise ValueError("malformed cursor")
+    return int(created), item_id
+
 
 class StoreError(Exception):
     """The store cannot do what was asked (full disk, read-only file, locked)."""
 
 
 class IdempotencyConflict(Exception):
-    """A reused idempotency key carries a different event type (or, in a batch, other data).
+    """A reused idempotency key carries a different event type or other data.
 
     ``index`` is the position of the offending event in a batch (``None`` for
     a single ingest) and ``differs`` names what differs: ``"type"`` or ``"data"``.
@@ -42,6 +68,19 @@ class IdempotencyConflict(Exception):
         super().__init__(message)
         self.index = index
         self.differs = differs
+
+
+class QuotaExceeded(Exception):
+    """A request would go beyond a configured quota; nothing of it was stored.
+
+    ``quota`` is the configuration key (``[quotas]``), which the message names
+    first; ``status`` the HTTP status the API answers with.
+    """
+
+    def __init__(self, quota: str, message: str, *, status: int) -> None:
+        super().__init__(f"{quota}: {message}")
+        self.quota = quota
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +164,9 @@ class QueueStats:
     # expired lease is due again)
     oldest_due_ms: int | None = None
     in_flight: int = 0
+    # When these were read: on PostgreSQL, by the leader, which publishes them
+    # for the other nodes (None: just now).
+    read_at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +211,24 @@ class Store(Protocol):
 
     async def ping(self) -> None: ...
 
+    def watch_due(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever another process (another node) made work due.
+
+        A backend shared by several nodes wakes idle schedulers on every
+        ingest; one file shared by one daemon need not (its ingests wake
+        its scheduler directly).
+        """
+        ...
+
+    async def is_leader(self) -> bool:
+        """Whether this process runs the cluster's retention and statistics now.
+
+        One process of a cluster at a time; a lone daemon always does.
+        """
+        ...
+
     # -- tenancy and keys -------------------------------------------------
     async def ensure_workspace(self, workspace_id: str, name: str | None = None) -> Workspace: ...
-
-    async def get_workspace(self, workspace_id: str) -> Workspace | None: ...
 
     async def create_api_key(
         self, workspace_id: str | None, digest: bytes, prefix: str, owner: str
@@ -208,7 +264,15 @@ class Store(Protocol):
         event_type: str,
         data: Any,
         idempotency_key: str | None = None,
-    ) -> IngestResult: ...
+    ) -> IngestResult:
+        """Store the event with one delivery per subscribed active webhook, durably.
+
+        A key used within the window returns the original event
+        (``duplicate``) and creates nothing; with another type or other data
+        it raises :class:`IdempotencyConflict`.  ``event_type`` is valid
+        (``validation.validate_event_type``).
+        """
+        ...
 
     async def ingest_events(
         self, workspace_id: str, events: Sequence[NewEvent]
@@ -244,7 +308,9 @@ class Store(Protocol):
         default_room: int,
     ) -> list[ClaimedDelivery]: ...
 
-    async def record_attempts(self, records: Sequence[AttemptRecord]) -> list[RecordResult]: ...
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> list[RecordResult]:
+        """Write each record's attempt, and its transition where its lease still holds."""
+        ...
 
     async def settle_and_claim(
         self,
@@ -270,16 +336,15 @@ class Store(Protocol):
 
     async def replay_webhook(
         self,
-        workspace_id: str,
+        workspace_id: str | None,
         webhook_id: str,
         since_ms: int | None,
-        *,
         limit: int | None = None,
     ) -> int | None:
-        """Put the webhook's dead letters (created at or after ``since_ms``) back to pending.
+        """Replay the webhook's dead letters (not test sends), at most ``limit`` of them.
 
-        At most ``limit`` of them when given, so a caller can go in chunks and
-        report progress; the count moved, or ``None`` if there is no such webhook.
+        None when the webhook does not exist (in that workspace).  Called
+        again until it answers less than ``limit``, it replays them all.
         """
         ...
 
@@ -287,9 +352,32 @@ class Store(Protocol):
         self, webhook: Webhook, event_type: str, data: Any
     ) -> ClaimedDelivery: ...
 
-    async def delete_delivered_before(self, cutoff_ms: int, batch: int) -> int: ...
+    async def delete_ended_before(self, status: Status, cutoff_ms: int, batch: int) -> int:
+        """Retention: delete up to ``batch`` deliveries in ``status`` (terminal) last
+        changed before ``cutoff_ms``, with their attempts; how many."""
+        ...
 
-    async def end_interrupted_tests(self, older_than_ms: int) -> int: ...
+    async def delete_orphan_events(self, batch: int) -> int:
+        """Delete up to ``batch`` events no delivery refers to any more, once past
+        the idempotency window; how many."""
+        ...
+
+    async def delete_deleted_webhooks(self, batch: int) -> int:
+        """Delete up to ``batch`` deleted webhooks none of whose deliveries are left."""
+        ...
+
+    async def end_expired_lanes(self, limited_before_ms: int) -> int:
+        """``lifecycle.lane_expired`` for the unfinished deliveries of every webhook
+        answering 429 (or 503 with Retry-After) since before ``limited_before_ms``
+        and paused still: the 429 lane's bound, for the endpoint as a whole.  A
+        run of 429s ends at any other answer, at re-activation, and when nobody
+        tried the endpoint for ``rows.LIMITED_RUN_GAP_MS`` after a pause.  How
+        many ended."""
+        ...
+
+    async def end_interrupted_tests(self, older_than_ms: int) -> int:
+        """``lifecycle.test_interrupted`` for pending test sends made before ``older_than_ms``."""
+        ...
 
     async def database_size_bytes(self) -> int: ...
 

@@ -1,7 +1,7 @@
 """The storage contract for what operators look at: per-webhook and per-workspace
 figures, the 429 lane as a whole, and bulk replay in chunks.
 
-Runs on every backend of ``tests/test_store_contract.py`` through its fixture.
+Runs on every backend through the contract suite's fixture.
 """
 
 from __future__ import annotations
@@ -11,11 +11,7 @@ from hookd.lifecycle import Transition
 from hookd.models import Status, WebhookStatus
 from hookd.storage import Store, WebhookChanges
 from hookd.storage.base import RateLimitStats
-from tests import test_store_contract as contract
-from tests.test_store_contract import LEASE_MS, WS, delivered, make_webhook, record_for
-
-# The contract suite's fixture: these tests run on each of its backends.
-contract_store = contract.contract_store
+from tests.support.storage import LEASE_MS, WS, delivered, make_webhook, record_for
 
 HOUR_MS = 3_600_000
 
