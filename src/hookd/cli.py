@@ -17,15 +17,17 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from hookd import __version__
+from hookd import copy as copy_command
+from hookd.clock import SystemClock
+from hookd.components import build_store, describe_store
 from hookd.config import Config, ConfigError, load_config
-from hookd.daemon import open_store, serve, split_listen
-from hookd.ids import iso_ms, parse_iso_ms
+from hookd.daemon import serve, split_listen
+from hookd.ids import WORKSPACE_ID_PROBLEM, is_workspace_id, iso_ms, parse_iso_ms
 from hookd.keys import generate_key, new_owner_id
 from hookd.logs import configure_logging
 from hookd.maintenance import bulk_replay_command, purge_command
 from hookd.models import Status
-from hookd.storage import DeliveryFilter, StoreError
-from hookd.storage.sqlite import SqliteStore
+from hookd.storage import DeliveryFilter, IdempotencyConflict, QuotaExceeded, Store, StoreError
 
 
 class UsageError(Exception):
@@ -43,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("serve", help="run the daemon: API, scheduler and metrics")
+    sub.add_parser("migrate", help="create or migrate the database's schema, then exit")
+    copy_command.add_parser(sub)
     wk = sub.add_parser(
         "worker", help="an extra delivery process (started by serve when delivery.workers > 1)"
     )
@@ -114,12 +118,14 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--forward-to", metavar="URL", help="relay each request to this URL")
 
     pg = sub.add_parser(
-        "purge", help="delete old delivered deliveries now (the retention sweep), with progress"
+        "purge",
+        help="run the retention sweep now (old deliveries and what they leave), with progress",
     )
     pg.add_argument(
         "--older-than",
         type=float,
-        help="age in seconds (default: retention.delivered_max_age_seconds)",
+        help="delivered deliveries' age in seconds (default: retention.delivered_max_age_seconds;"
+        " dead letters by retention.dead_letter_max_age_seconds)",
     )
     return p
 
@@ -162,19 +168,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(config, "/healthz" if args.live else "/readyz")
         if args.command == "listen":
             return _listen(args)
+        if args.command == "copy":
+            return asyncio.run(copy_command.command(args))
+        for option in ("workspace", "list_workspace"):
+            # The API's rule for X-Workspace-Id: an id the API refuses is no use here.
+            value = getattr(args, option, None)
+            if value is not None and not is_workspace_id(value):
+                raise UsageError(f"--workspace: {WORKSPACE_ID_PROBLEM}")
         return asyncio.run(_with_store(config, lambda store: _dispatch(args, store, config)))
     except UsageError as exc:
         print(f"hookd: {exc}", file=sys.stderr)
         return 2
-    except StoreError as exc:
+    except (StoreError, QuotaExceeded, IdempotencyConflict) as exc:
         print(f"hookd: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
 
 
-async def _with_store(config: Config, fn: Callable[[SqliteStore], Awaitable[int]]) -> int:
-    store = open_store(config)
+async def _with_store(config: Config, fn: Callable[[Store], Awaitable[int]]) -> int:
+    store = build_store(config)
     await store.open()
     try:
         return await fn(store)
@@ -186,7 +199,12 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2))
 
 
-async def _dispatch(args: argparse.Namespace, store: SqliteStore, config: Config) -> int:
+async def _dispatch(args: argparse.Namespace, store: Store, config: Config) -> int:
+    if args.command == "migrate":
+        # Opening the store did it (under the backend's lock: once however
+        # many nodes start at the same time).
+        print(f"schema up to date: {describe_store(config)}")
+        return 0
     if args.command == "keys":
         return await _keys(args, store)
     if args.command == "webhooks":
@@ -202,12 +220,10 @@ async def _dispatch(args: argparse.Namespace, store: SqliteStore, config: Config
     raise UsageError(f"unknown command {args.command}")  # pragma: no cover
 
 
-async def _keys(args: argparse.Namespace, store: SqliteStore) -> int:
+async def _keys(args: argparse.Namespace, store: Store) -> int:
     if args.keys_command == "create":
         workspace = args.workspace
         if workspace is not None:
-            if not workspace.startswith("ws_") or len(workspace) > 64:
-                raise UsageError("--workspace: expected an id like ws_123")
             await store.ensure_workspace(workspace)
         key = generate_key(platform=workspace is None)
         owner = args.owner or new_owner_id()
@@ -236,7 +252,7 @@ async def _keys(args: argparse.Namespace, store: SqliteStore) -> int:
     raise UsageError("keys: expected create, list or revoke")  # pragma: no cover
 
 
-async def _webhooks(args: argparse.Namespace, store: SqliteStore, config: Config) -> int:
+async def _webhooks(args: argparse.Namespace, store: Store, config: Config) -> int:
     if args.webhooks_command == "create":
         from hookd.validation import ValidationError, validate_new_webhook
 
@@ -281,12 +297,27 @@ async def _webhooks(args: argparse.Namespace, store: SqliteStore, config: Config
         cursor = page.next_cursor
 
 
-async def _events(args: argparse.Namespace, store: SqliteStore) -> int:
+def _event_usage(field: str, problem: str) -> UsageError:
+    """The API's complaint about an event, naming this command's option."""
+    option = {"body": "--data", "data": "--data", "type": "--type"}.get(field)
+    return UsageError(f"{option or '--idempotency-key'}: {problem}")
+
+
+async def _events(args: argparse.Namespace, store: Store) -> int:
+    from hookd.api.errors import ApiError
+    from hookd.api.inputs import event_from_parts
+    from hookd.validation import ValidationError
+
     try:
-        data = json.loads(args.data)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--data: not JSON: {exc.msg}") from None
-    result = await store.ingest_event(args.workspace, args.type, data, args.idempotency_key)
+        event = event_from_parts(
+            args.type, args.data.encode("utf-8", "surrogateescape"), args.idempotency_key
+        )
+    except ApiError as exc:
+        field, _, problem = exc.message.partition(": ")
+        raise _event_usage(field, problem) from None
+    except ValidationError as exc:
+        raise _event_usage(exc.field, exc.message) from None
+    result = await store.ingest_event(args.workspace, event.type, event.data, event.idempotency_key)
     _print_json(
         {
             "eventId": result.event.id,
@@ -297,7 +328,7 @@ async def _events(args: argparse.Namespace, store: SqliteStore) -> int:
     return 0
 
 
-async def _deliveries(args: argparse.Namespace, store: SqliteStore) -> int:
+async def _deliveries(args: argparse.Namespace, store: Store) -> int:
     if not 1 <= args.limit <= 200:
         raise UsageError("--limit: must be between 1 and 200")
     status = Status(args.status) if args.status else None
@@ -313,7 +344,7 @@ async def _deliveries(args: argparse.Namespace, store: SqliteStore) -> int:
     return 0
 
 
-async def _replay(args: argparse.Namespace, store: SqliteStore) -> int:
+async def _replay(args: argparse.Namespace, store: Store) -> int:
     if (args.delivery_id is None) == (args.webhook is None):
         raise UsageError("replay: give a delivery id or --webhook ID (one of them)")
     if args.webhook is not None:
@@ -347,7 +378,7 @@ async def _replay(args: argparse.Namespace, store: SqliteStore) -> int:
     return 0
 
 
-async def _bulk_replay(args: argparse.Namespace, store: SqliteStore) -> int:
+async def _bulk_replay(args: argparse.Namespace, store: Store) -> int:
     since_ms = None
     if args.since is not None:
         try:
@@ -359,18 +390,10 @@ async def _bulk_replay(args: argparse.Namespace, store: SqliteStore) -> int:
     return await bulk_replay_command(store, args.webhook, since_ms, args.chunk)
 
 
-async def _purge(args: argparse.Namespace, store: SqliteStore, config: Config) -> int:
-    r = config.retention
-    age = args.older_than if args.older_than is not None else r.delivered_max_age_seconds
-    if args.older_than is None and age <= 0:
-        raise UsageError(
-            "retention.delivered_max_age_seconds is 0 (keep forever); give --older-than SECONDS"
-        )
-    if age < 0:
+async def _purge(args: argparse.Namespace, store: Store, config: Config) -> int:
+    if args.older_than is not None and args.older_than < 0:
         raise UsageError("--older-than: must not be negative")
-    return await purge_command(
-        store, age, r.batch_size, r.batch_pause_seconds, store.clock.now_ms()
-    )
+    return await purge_command(store, config, SystemClock().now_ms(), args.older_than)
 
 
 def _listen(args: argparse.Namespace) -> int:

@@ -19,11 +19,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 # Largest timeoutMs a webhook may have; the lease must outlast it.
 MAX_TIMEOUT_MS = 60_000
 MIN_TIMEOUT_MS = 100
 MAX_RETRY_ATTEMPTS = 20
+# Events one batch request may carry at most, whatever the quota says.
+MAX_BATCH_EVENTS = 500
 
 
 class ConfigError(Exception):
@@ -54,17 +57,29 @@ class ServerConfig:
 class DatabaseConfig:
     path: str = "./var/hookd.db"
     busy_timeout_ms: int = 5000
+    # A postgresql:// URL: when set, PostgreSQL is used and `path` ignored.
+    url: str = ""
+    # A file whose first line is the PostgreSQL password (else the URL's, or
+    # PGPASSWORD / ~/.pgpass as libpq finds them).
+    password_file: str = ""
+    # Connections in this process's pools; a delivering process holds one
+    # control connection more (LISTEN, leadership).
+    pool_size: int = 10
 
 
 @dataclass(frozen=True)
 class DeliveryConfig:
     # CIDRs outbound requests may reach despite the address policy.
     allow_networks: tuple[str, ...] = ()
+    # Whether what receivers at those networks answer is recorded and shown (attempts'
+    # responseBody, test sends, replays).  Off: every tenant may point a webhook at
+    # them, and would otherwise read internal services' answers (docs/security.md).
+    record_internal_response_bodies: bool = False
     # The HTTP client: "hookd" (its own HTTP/1.1 client) or "aiohttp" (aiohttp's
     # ClientSession); docs/http-client.md compares them.
     client: str = "hookd"
     # Delivery processes: 1 is `hookd serve` alone; N > 1 adds N-1 `hookd worker`
-    # processes (see README, "Using every core").
+    # processes (docs/delivery.md, "Using every core").
     workers: int = 1
     # Attempts in flight at once, over all webhooks (per process).
     concurrency: int = 1024
@@ -116,15 +131,30 @@ class LoggingConfig:
 @dataclass(frozen=True)
 class RetentionConfig:
     # Delivered deliveries (and their attempts) older than this are deleted; 0 keeps
-    # them forever.  Dead letters are never deleted: an operator may still replay them.
+    # them forever.
     delivered_max_age_seconds: float = 604_800.0
+    # Dead letters older than this are deleted too (kept longer: an operator may
+    # still replay them); 0 keeps them forever.
+    dead_letter_max_age_seconds: float = 2_592_000.0
     # Deliveries deleted per transaction: small enough that the claim loop, which
     # shares the database, never waits long behind one.
     batch_size: int = 500
     # Pause between two batches of one sweep, so deletion never crowds out delivery.
     batch_pause_seconds: float = 0.2
-    # Time between sweeps; the first sweep runs at start.
+    # Time between sweeps; the first sweep runs at start.  A sweep works until
+    # nothing is left to delete, or for at most this long.
     interval_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
+class QuotasConfig:
+    # Webhooks one workspace may have (a create beyond it is 429).
+    webhooks_per_workspace: int = 100
+    # Deliveries one request may create: its events times the active webhooks
+    # subscribed to each (beyond it the whole request is 413, nothing stored).
+    deliveries_per_request: int = 10_000
+    # Events one POST /v1/events/batch may carry (at most 500).
+    events_per_batch: int = 500
 
 
 @dataclass(frozen=True)
@@ -134,6 +164,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    quotas: QuotasConfig = field(default_factory=QuotasConfig)
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -216,6 +247,21 @@ def _check_positive(key: str, value: float) -> None:
         raise ConfigError(key, f"must be greater than 0, got {value}")
 
 
+def _check_database_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        # Named without the URL itself: it may carry a password.
+        raise ConfigError(
+            "database.url", f"expected a postgresql:// URL, got scheme {parts.scheme!r}"
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ConfigError("database.url", "the port is not a number") from None
+    if not parts.hostname and "host=" not in parts.query:
+        raise ConfigError("database.url", "names no host")
+
+
 def _parse_listen(key: str, value: str) -> None:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -235,9 +281,14 @@ def validate(config: Config) -> Config:
         raise ConfigError(
             "server.event_loop", f"expected auto/uvloop/asyncio, got {config.server.event_loop!r}"
         )
-    if not config.database.path:
+    db = config.database
+    if db.url:
+        _check_database_url(db.url)
+    elif not db.path:
         raise ConfigError("database.path", "must not be empty")
-    _check_positive("database.busy_timeout_ms", config.database.busy_timeout_ms)
+    _check_positive("database.busy_timeout_ms", db.busy_timeout_ms)
+    if not 2 <= db.pool_size <= 1000:
+        raise ConfigError("database.pool_size", f"must be between 2 and 1000, got {db.pool_size}")
     for cidr in d.allow_networks:
         try:
             ipaddress.ip_network(cidr, strict=False)
@@ -284,8 +335,17 @@ def validate(config: Config) -> Config:
             f"lease_margin_seconds ({d.lease_margin_seconds:g}s), got {d.lease_seconds:g}",
         )
     r = config.retention
-    if r.delivered_max_age_seconds < 0:
-        raise ConfigError("retention.delivered_max_age_seconds", "must not be negative")
+    for name in ("delivered_max_age_seconds", "dead_letter_max_age_seconds"):
+        if getattr(r, name) < 0:
+            raise ConfigError(f"retention.{name}", "must not be negative")
+    quotas = config.quotas
+    _check_positive("quotas.webhooks_per_workspace", quotas.webhooks_per_workspace)
+    _check_positive("quotas.deliveries_per_request", quotas.deliveries_per_request)
+    if not 1 <= quotas.events_per_batch <= MAX_BATCH_EVENTS:
+        raise ConfigError(
+            "quotas.events_per_batch",
+            f"must be between 1 and {MAX_BATCH_EVENTS}, got {quotas.events_per_batch}",
+        )
     _check_positive("retention.batch_size", r.batch_size)
     _check_positive("retention.interval_seconds", r.interval_seconds)
     if r.batch_pause_seconds < 0:

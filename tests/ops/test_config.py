@@ -28,6 +28,10 @@ SPECIAL: dict[str, tuple[str, Any]] = {
     "logging.format": ("console", "console"),
     "server.event_loop": ("asyncio", "asyncio"),
     "delivery.client": ("aiohttp", "aiohttp"),
+    "database.url": ("postgresql://hookd@db:5432/hookd", "postgresql://hookd@db:5432/hookd"),
+    "database.password_file": ("/run/secrets/pg", "/run/secrets/pg"),
+    # The largest allowed is the default: go down.
+    "quotas.events_per_batch": ("100", 100),
 }
 
 

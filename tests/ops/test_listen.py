@@ -145,7 +145,11 @@ def test_forwarding_relays_to_the_app_and_shows_its_answer(
     listen: Callable[..., Listen],
     threaded_receiver: Receiver,
 ) -> None:
-    daemon = serve(HOOKD_DELIVERY_ALLOW_NETWORKS="127.0.0.0/8")
+    # As docs/listen.md says: record what the local receiver answers.
+    daemon = serve(
+        HOOKD_DELIVERY_ALLOW_NETWORKS="127.0.0.0/8",
+        HOOKD_DELIVERY_RECORD_INTERNAL_RESPONSE_BODIES="true",
+    )
     key = create_key(db)
     threaded_receiver.status = 202
     receiver = listen("--secret", SECRET, "--forward-to", threaded_receiver.url("/app/hooks"))

@@ -92,6 +92,39 @@ def test_serve_logs_json_lines_with_one_record_per_attempt_and_no_secrets(
     assert key[len(key) // 2 :] not in output
 
 
+def test_at_the_default_level_plain_successes_are_quiet(
+    serve: Callable[..., Serve], db: Path, threaded_receiver: Receiver
+) -> None:
+    """Info (the default): a failure and what it changes is a line, a plain success none."""
+    daemon = serve(HOOKD_DELIVERY_ALLOW_NETWORKS="127.0.0.0/8")
+    key = create_key(db)
+    hooks = {}
+    for name, url in (("ok", threaded_receiver.url("/ok")), ("down", "http://127.0.0.1:9/x")):
+        status, body = http(
+            "POST",
+            daemon.url("/v1/webhooks"),
+            {"name": name, "url": url, "events": ["*"], "retryAttempts": 0},
+            {"X-Api-Key": key},
+        )
+        assert status == 201, body
+        hooks[name] = json.loads(body)["data"]["_id"]
+    status, body = http(
+        "POST", daemon.url("/v1/events"), {"type": "ops.quiet", "data": {}}, {"X-Api-Key": key}
+    )
+    assert status == 202, body
+    daemon.wait_for("delivery.attempt")  # the failure's
+    # The success was made too (the receiver has it), and stays unlogged.
+    deadline = time.monotonic() + 10
+    while not threaded_receiver.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threaded_receiver.requests
+    assert daemon.stop() == 0
+    attempts = daemon.events("delivery.attempt")
+    assert [(r["webhook_id"], r["level"], r["status"]) for r in attempts] == [
+        (hooks["down"], "info", "dead_letter")
+    ]
+
+
 def test_the_configured_level_filters_records(serve: Callable[..., Serve]) -> None:
     # A fresh database has no API key, which hookd warns about at start.
     daemon = serve(ready="hookd.no_api_keys", HOOKD_LOGGING_LEVEL="warning")

@@ -310,13 +310,13 @@ async def test_a_request_resent_on_a_fresh_connection_is_counted(tmp_path: Path)
         }
     )
     daemon = Daemon(config, notifier=Notifier(env={}))
-    await daemon.sender.start()
+    await daemon.delivery.sender.start()
     try:
         for _ in range(2):
-            result = await daemon.sender.send(f"http://127.0.0.1:{port}/", b"{}", {}, 2000)
+            result = await daemon.delivery.sender.send(f"http://127.0.0.1:{port}/", b"{}", {}, 2000)
             assert result.status_code == 200, result
     finally:
-        await daemon.sender.close()
+        await daemon.delivery.sender.close()
         server.close()
     assert requests == 3
     assert daemon.metrics.registry.get_sample_value("hookd_requests_resent_total") == 1

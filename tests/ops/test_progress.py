@@ -174,14 +174,16 @@ def test_purge_deletes_in_batches_with_progress(db: Path) -> None:
 
     with_store(db, delivered)
     code, out, err = _run(db, "purge", "--older-than", "3600", tty=False)
-    assert (code, err) == (0, "") and out.startswith("deleted 0 delivered deliveries")
+    assert (code, err) == (0, "") and out.startswith(
+        "deleted 0 delivered deliveries, 0 dead letters"
+    )
     # Seven a transaction: five batches, the last short.
     code, out, err = _run(
         db, "purge", "--older-than", "0", tty=True, HOOKD_RETENTION_BATCH_SIZE="7"
     )
     assert code == 0, err
-    assert out.startswith("deleted 30 delivered deliveries last changed before ")
-    assert "deleting delivered deliveries: 7 deliveries" in err
+    assert out.startswith("deleted 30 delivered deliveries, 0 dead letters, ")
+    assert "deleting old deliveries: 7 deliveries" in err
     stats = with_store(db, lambda s: s.workspace_queue_stats(WORKSPACE))
     assert stats.by_status["delivered"] == 0
 
@@ -199,5 +201,5 @@ def test_usage_of_the_long_commands(db: Path) -> None:
         assert code == 2 and needle in err, (args, err)
     code, _, err = _run(db, "replay", "--webhook", "b" * 24, tty=False)
     assert code == 1 and "no webhook" in err
-    code, _, err = _run(db, "purge", tty=False, HOOKD_RETENTION_DELIVERED_MAX_AGE_SECONDS="0")
+    code, _, err = _run(db, "purge", "--older-than", "-1", tty=False)
     assert code == 2 and "--older-than" in err

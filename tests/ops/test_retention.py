@@ -38,14 +38,15 @@ async def test_old_delivered_deliveries_are_swept_in_batches_and_nothing_else(
     daemon = Daemon(load_config(env=_config(tmp_path)), clock=clock, notifier=Notifier(env={}))
     store = daemon.store
     batches: list[int] = []
-    delete = store.delete_delivered_before
+    delete = store.delete_ended_before
 
-    async def counting_delete(cutoff_ms: int, batch: int) -> int:
-        deleted = await delete(cutoff_ms, batch)
-        batches.append(deleted)
+    async def counting_delete(status: Status, cutoff_ms: int, batch: int) -> int:
+        deleted = await delete(status, cutoff_ms, batch)
+        if status is Status.DELIVERED:
+            batches.append(deleted)
         return deleted
 
-    store.delete_delivered_before = counting_delete  # type: ignore[method-assign]
+    store.delete_ended_before = counting_delete  # type: ignore[method-assign]
     await daemon.start()
     try:
         ok = await store.create_webhook(
@@ -70,7 +71,7 @@ async def test_old_delivered_deliveries_are_swept_in_batches_and_nothing_else(
 
         await eventually(settled)
         swept_before = daemon.metrics.registry.get_sample_value(
-            "hookd_retention_deleted_deliveries_total"
+            "hookd_retention_deleted_deliveries_total", {"status": "delivered"}
         )
         assert swept_before == 0, "nothing is old enough yet"
 
@@ -81,7 +82,7 @@ async def test_old_delivered_deliveries_are_swept_in_batches_and_nothing_else(
 
         async def swept() -> bool:
             value = daemon.metrics.registry.get_sample_value(
-                "hookd_retention_deleted_deliveries_total"
+                "hookd_retention_deleted_deliveries_total", {"status": "delivered"}
             )
             return value == 5
 
@@ -92,7 +93,7 @@ async def test_old_delivered_deliveries_are_swept_in_batches_and_nothing_else(
         (young_id,) = young.delivery_ids
         kept = await store.get_delivery(None, young_id)
         assert kept is not None and kept.status is Status.DELIVERED
-        # Undelivered ones stay whatever their age: they may still be retried or replayed.
+        # Undelivered ones stay: retried, or dead letters younger than their own age.
         for r in old:
             for delivery_id in r.delivery_ids:
                 if delivery_id not in old_ok:
@@ -107,7 +108,13 @@ async def test_old_delivered_deliveries_are_swept_in_batches_and_nothing_else(
 
 async def test_a_zero_age_keeps_everything(tmp_path: Path, receiver: Receiver) -> None:
     clock = ManualClock()
-    config = load_config(env=_config(tmp_path, HOOKD_RETENTION_DELIVERED_MAX_AGE_SECONDS="0"))
+    config = load_config(
+        env=_config(
+            tmp_path,
+            HOOKD_RETENTION_DELIVERED_MAX_AGE_SECONDS="0",
+            HOOKD_RETENTION_DEAD_LETTER_MAX_AGE_SECONDS="0",
+        )
+    )
     daemon = Daemon(config, clock=clock, notifier=Notifier(env={}))
     await daemon.start()
     try:
@@ -119,11 +126,67 @@ async def test_a_zero_age_keeps_everything(tmp_path: Path, receiver: Receiver) -
         await receiver.wait_for("/ok", 1)
         clock.advance(365 * 86400)
 
-        async def refreshed_a_few_times() -> bool:
-            return daemon.stats_refreshes >= 3
+        async def swept_a_few_times() -> bool:
+            return daemon.retention_sweeps >= 3
 
-        await eventually(refreshed_a_few_times)
-        assert daemon.retention_sweeps == 0
+        # Sweeps still run (they also bound the 429 lane) and delete nothing.
+        await eventually(swept_a_few_times)
         assert await daemon.store.get_delivery(None, delivery_id) is not None
+        for status in ("delivered", "dead_letter"):
+            assert (
+                daemon.metrics.registry.get_sample_value(
+                    "hookd_retention_deleted_deliveries_total", {"status": status}
+                )
+                == 0
+            )
+    finally:
+        await daemon.stop()
+
+
+async def test_dead_letters_go_after_their_own_age(tmp_path: Path, receiver: Receiver) -> None:
+    clock = ManualClock()
+    config = load_config(
+        env=_config(tmp_path, HOOKD_RETENTION_DEAD_LETTER_MAX_AGE_SECONDS=str(3 * 3600))
+    )
+    daemon = Daemon(config, clock=clock, notifier=Notifier(env={}))
+    await daemon.start()
+    try:
+        store = daemon.store
+        await store.create_webhook(
+            NewWebhook("ws_d", "gone", receiver.status("/fail", 500), ("*",), SECRET, 0, 2000, "u")
+        )
+        (delivery_id,) = (await store.ingest_event("ws_d", "e", {})).delivery_ids
+        daemon.scheduler.wake()
+
+        async def dead() -> bool:
+            d = await store.get_delivery(None, delivery_id)
+            return d is not None and d.status is Status.DEAD_LETTER
+
+        await eventually(dead)
+
+        def deleted() -> float | None:
+            return daemon.metrics.registry.get_sample_value(
+                "hookd_retention_deleted_deliveries_total", {"status": "dead_letter"}
+            )
+
+        # Older than the delivered age (1 h), younger than its own: kept for replay.
+        clock.advance(2 * 3600)
+        sweeps = daemon.retention_sweeps
+
+        async def swept_twice() -> bool:
+            return daemon.retention_sweeps >= sweeps + 2
+
+        await eventually(swept_twice)
+        assert await store.get_delivery(None, delivery_id) is not None
+        assert deleted() == 0
+
+        clock.advance(2 * 3600)
+
+        async def gone() -> bool:
+            return deleted() == 1
+
+        await eventually(gone)
+        assert await store.get_delivery(None, delivery_id) is None
+        assert await store.list_attempts(delivery_id) == []
     finally:
         await daemon.stop()
