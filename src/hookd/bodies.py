@@ -17,26 +17,31 @@ Docstrings and descriptions here are shown to API users.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from typing import Annotated, Any, cast
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from hookd.config import MAX_RETRY_ATTEMPTS, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS
+from hookd.config import MAX_BATCH_EVENTS, MAX_RETRY_ATTEMPTS, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS
 from hookd.models import WebhookStatus
+from hookd.sender.signing import MIN_KEY_BYTES
 
 DEFAULT_RETRY_ATTEMPTS = 3
 DEFAULT_TIMEOUT_MS = 10_000
 MAX_NAME_CHARS = 200
 MAX_URL_CHARS = 2048
 MAX_EVENTS = 100
-MIN_SECRET_CHARS = 8
 MAX_SECRET_CHARS = 512
 MAX_EVENT_TYPE_CHARS = 200
 MAX_IDEMPOTENCY_KEY_CHARS = 255
-MAX_BATCH_EVENTS = 500
-# JSON nesting, the body's own object included; deeper is a 400, not a RecursionError.
-MAX_DEPTH = 32
+# Receivers get an event as {"id", "type", ..., "data": data}: that body nests at most
+# MAX_EVENT_DEPTH levels, so an event's data at most one level less, on every route.
+MAX_EVENT_DEPTH = 32
+MAX_DATA_DEPTH = MAX_EVENT_DEPTH - 1
+# Any request body: room for a batch (its object, the list, an event) around the data;
+# deeper is a 400, not a RecursionError.
+MAX_DEPTH = MAX_DATA_DEPTH + 3
 TIMESTAMP_EXAMPLE = "2024-06-01T10:00:00.000Z"
 WILDCARD = ".*"
 
@@ -133,12 +138,15 @@ EventPatterns = Annotated[
 ]
 _SECRET = (
     "HMAC signing secret; the UTF-8 bytes are the key, except `whsec_<base64>` whose"
-    " decoded bytes are (the base64 must be valid)"
+    f" decoded bytes are (the base64 must be valid). The key must be at least"
+    f" {MIN_KEY_BYTES} bytes; 24 to 64 random bytes are recommended"
 )
+# The key's length is checked after decoding (validation.secret): it depends on
+# the whsec_ prefix, which JSON Schema cannot say.
 Secret = Annotated[
     str,
     sized(
-        MIN_SECRET_CHARS,
+        1,
         MAX_SECRET_CHARS,
         r"[^\x00-\x20\x7f]",
         "must not contain whitespace or control characters",
@@ -234,8 +242,9 @@ class EventCreate(Body):
     data: Annotated[
         Any,
         Meta(
-            description="any JSON value (no NaN/Infinity, no lone surrogates, no duplicate"
-            f" keys, nested at most {MAX_DEPTH} levels with the envelope)"
+            description="any JSON value: no NaN/Infinity or numbers that overflow a double,"
+            f" no lone surrogates, no duplicate keys, nested at most {MAX_DATA_DEPTH} levels"
+            f" (the body receivers get, with its envelope, at most {MAX_EVENT_DEPTH})"
         ),
     ]
     idempotency_key: (
@@ -255,11 +264,23 @@ class EventBatchCreate(Body):
             min_length=1,
             max_length=MAX_BATCH_EVENTS,
             description="stored in one transaction, all or none; each event's data nests at"
-            f" most {MAX_DEPTH - 2} levels (the batch envelope takes two of the {MAX_DEPTH});"
-            " the whole body stays under the configured server.max_body_bytes",
+            f" most {MAX_DATA_DEPTH} levels, as on the single route; the whole body stays"
+            " under the configured server.max_body_bytes",
             extra=problems(type="must be a list of events"),
         ),
     ]
+
+
+def free_json(body: object) -> Iterator[tuple[str, Any]]:
+    """Where ``body`` holds free-form JSON (an event's data), by field path.
+
+    What the declarations cannot bound: ``api.inputs`` checks its depth.
+    """
+    if isinstance(body, EventCreate):
+        yield "data", body.data
+    elif isinstance(body, EventBatchCreate):
+        for i, event in enumerate(body.events):
+            yield f"events[{i}].data", event.data
 
 
 class BulkReplayRequest(Body):

@@ -49,6 +49,19 @@ def is_id(value: str) -> bool:
     return _ID.fullmatch(value) is not None
 
 
+# A workspace id, as X-Workspace-Id and `hookd ... --workspace` both take it:
+# ASCII only, so that it reads the same in a header, a URL and a log line.
+WORKSPACE_ID_REGEX = "ws_[A-Za-z0-9_-]{1,61}"
+WORKSPACE_ID_PROBLEM = (
+    "expected a workspace id such as ws_123: ws_ and 1 to 61 ASCII letters, digits, '_' or '-'"
+)
+_WORKSPACE_ID = re.compile(WORKSPACE_ID_REGEX)
+
+
+def is_workspace_id(value: str) -> bool:
+    return _WORKSPACE_ID.fullmatch(value) is not None
+
+
 def iso_ms(ms: int) -> str:
     """ISO 8601 UTC with milliseconds and ``Z``, as the API shows timestamps."""
     dt = datetime.fromtimestamp(ms / 1000, tz=UTC)

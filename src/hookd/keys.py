@@ -28,9 +28,5 @@ def generate_key(platform: bool) -> NewKey:
     return NewKey(plaintext, digest_key(plaintext), plaintext[:DISPLAY_CHARS])
 
 
-def new_workspace_id() -> str:
-    return "ws_" + secrets.token_hex(8)
-
-
 def new_owner_id() -> str:
     return "user_" + secrets.token_hex(4)

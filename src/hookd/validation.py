@@ -30,7 +30,7 @@ from hookd.bodies import (
 from hookd.config import MAX_TIMEOUT_MS
 from hookd.models import NewWebhook
 from hookd.sender.addresses import AddressPolicy, destination_problem
-from hookd.sender.signing import is_valid_whsec
+from hookd.sender.signing import secret_problem
 from hookd.storage.base import WebhookChanges
 
 S = TypeVar("S", bound=msgspec.Struct)
@@ -244,8 +244,9 @@ def subscriptions(patterns: list[str]) -> tuple[str, ...]:
 
 
 def secret(value: str) -> str:
-    if not is_valid_whsec(value):
-        raise ValidationError("secret", "whsec_ secrets must be followed by valid base64")
+    problem = secret_problem(value)
+    if problem is not None:
+        raise ValidationError("secret", problem)
     return value
 
 

@@ -1,4 +1,4 @@
-"""A real hookd API on 127.0.0.1: SQLite file, Scheduler, Sender, aiohttp server.
+"""A real hookd API on 127.0.0.1, on each backend: store, Scheduler, Sender, aiohttp server.
 
 Requests go over real HTTP with an aiohttp ClientSession.  The only thing not
 quite production is the sender's reach: :class:`LoopbackOnlySender` refuses
@@ -10,6 +10,7 @@ the test suite touch DNS or the network.  Loopback receivers get the real
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import random
@@ -25,15 +26,19 @@ from aiohttp import web
 
 from hookd.api.app import build_app
 from hookd.api.context import AppContext
+from hookd.api.listener import Listener
+from hookd.attempts import Attempts
 from hookd.clock import ManualClock
-from hookd.config import Config, ServerConfig
+from hookd.config import Config, QuotasConfig, ServerConfig
 from hookd.keys import generate_key
 from hookd.metrics import Metrics
 from hookd.policy import ErrorKind
 from hookd.scheduler import Scheduler
 from hookd.sender import AddressPolicy, Sender, SendResult
-from hookd.storage.sqlite import SqliteStore
+from hookd.storage import Store
+from hookd.storage.composed import Quotas
 from tests.conftest import delivery_config
+from tests.support.backends import BACKENDS, fresh_store
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -64,7 +69,7 @@ class Reply:
 class Api:
     base_url: str
     session: aiohttp.ClientSession
-    store: SqliteStore
+    store: Store
     scheduler: Scheduler
     clock: ManualClock
     config: Config
@@ -114,39 +119,56 @@ class Api:
         return reply.body["data"]  # type: ignore[no-any-return]
 
 
-def api_config(**server: Any) -> Config:
+def api_config(quotas: QuotasConfig | None = None, **server: Any) -> Config:
     return Config(
         server=ServerConfig(max_body_bytes=MAX_BODY_BYTES, **server),
         delivery=delivery_config(),
+        quotas=quotas or QuotasConfig(),
     )
 
 
-@pytest.fixture
-async def api(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Api]:
-    config = api_config()
-    store = SqliteStore(tmp_path / "api.db", clock)
-    await store.open()
-    sender = LoopbackOnlySender(
-        AddressPolicy(config.delivery.allow_networks),
-        max_response_bytes=config.delivery.max_response_bytes,
+@contextlib.asynccontextmanager
+async def running_api(
+    backend: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    clock: ManualClock,
+    config: Config | None = None,
+) -> AsyncIterator[Api]:
+    """The API served over loopback on a fresh store of ``backend``."""
+    config = config or api_config()
+    quotas = Quotas(
+        webhooks_per_workspace=config.quotas.webhooks_per_workspace,
+        deliveries_per_request=config.quotas.deliveries_per_request,
     )
-    await sender.start()
-    metrics = Metrics()
-    rng = random.Random(11)
-    scheduler = Scheduler(store, sender, config.delivery, clock, metrics=metrics, rng=rng)
-    app = build_app(AppContext(config, store, scheduler, metrics, clock, rng))
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    scheduler.start()
-    session = aiohttp.ClientSession()
-    try:
-        yield Api(f"http://127.0.0.1:{port}", session, store, scheduler, clock, config, app)
-    finally:
-        await session.close()
-        await scheduler.stop(drain_timeout=0.5)
-        await runner.cleanup()
-        await sender.close()
-        await store.close()
+    async with fresh_store(backend, request, tmp_path, clock, quotas) as store:
+        sender = LoopbackOnlySender(
+            AddressPolicy(config.delivery.allow_networks),
+            max_response_bytes=config.delivery.max_response_bytes,
+        )
+        await sender.start()
+        metrics = Metrics()
+        rng = random.Random(11)
+        attempts = Attempts(store, sender, config.delivery, clock, metrics, rng)
+        scheduler = Scheduler(store, attempts, config.delivery, clock)
+        app = build_app(AppContext(config, store, scheduler, attempts, metrics, clock))
+        listener = Listener(app, shutdown_timeout=0.5)
+        await listener.start("127.0.0.1", 0)
+        port = listener.addresses[0][1]
+        scheduler.start()
+        session = aiohttp.ClientSession()
+        try:
+            yield Api(f"http://127.0.0.1:{port}", session, store, scheduler, clock, config, app)
+        finally:
+            await session.close()
+            await scheduler.stop(drain_timeout=0.5)
+            await listener.stop()
+            await sender.close()
+
+
+@pytest.fixture(params=BACKENDS)
+async def api(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[Api]:
+    async with running_api(request.param, request, tmp_path, clock) as served:
+        yield served

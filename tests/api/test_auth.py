@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -14,6 +15,7 @@ from hookd.api.context import CONTEXT
 from hookd.keys import digest_key
 from hookd.models import ApiKey
 from hookd.storage import StoreError
+from hookd.storage.postgres import PostgresStore
 from tests.api.conftest import Api, Reply
 
 
@@ -117,16 +119,37 @@ async def test_workspace_key_owner_is_created_by(api: Api) -> None:
     assert hook["createdBy"] == "user_42" and hook["workspaceId"] == "ws_a"
 
 
-def _database_bytes(directory: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in directory.glob("api.db*"))
+async def _stored_bytes(api: Api, directory: Path) -> bytes:
+    """Everything the database holds: the SQLite files, or PostgreSQL's tables as text."""
+    if isinstance(api.store, PostgresStore):
+        conn = await asyncpg.connect(api.store.url)
+        try:
+            tables = [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                )
+            ]
+            dumps = [
+                await conn.fetchval(f"SELECT string_agg(t::text, ' ') FROM {t} t") or ""
+                for t in tables
+            ]
+        finally:
+            await conn.close()
+        return " ".join(dumps).encode()
+    return await asyncio.to_thread(
+        lambda: b"".join(p.read_bytes() for p in directory.glob("*.db*"))
+    )
 
 
 async def test_keys_are_stored_only_as_digests(api: Api, tmp_path: Path) -> None:
     key = await api.key("ws_a")
     await api.call("GET", "/v1/webhooks", key=key)
-    raw = _database_bytes(tmp_path)
+    raw = await _stored_bytes(api, tmp_path)
     assert key.encode() not in raw
-    assert digest_key(key) in raw
+    # (PostgreSQL shows a bytea as \\x and lowercase hex.)
+    digest = digest_key(key)
+    assert digest in raw or b"\\x" + digest.hex().encode() in raw
 
 
 async def test_public_routes_need_no_key(api: Api) -> None:

@@ -379,7 +379,7 @@ async def test_delivery_pages_newest_first_and_filters(api: Api, receiver: Recei
 
 async def test_patch_changes_only_the_given_fields(api: Api, receiver: Receiver) -> None:
     key = await api.key("ws_a")
-    hook = await api.webhook(key, url=receiver.status("/p", 200), secret="old-secret-0001")
+    hook = await api.webhook(key, url=receiver.status("/p", 200), secret="old-secret-000001")
     api.clock.advance(5)
     reply = await api.call(
         "PATCH", f"/v1/webhooks/{hook['_id']}", key=key, json_body={"retryAttempts": 7}
@@ -400,7 +400,7 @@ async def test_patch_changes_only_the_given_fields(api: Api, receiver: Receiver)
     assert "disabledReason" not in on.body["data"]
 
     rotated = await api.call(
-        "PATCH", f"/v1/webhooks/{hook['_id']}", key=key, json_body={"secret": "new-secret-0002"}
+        "PATCH", f"/v1/webhooks/{hook['_id']}", key=key, json_body={"secret": "new-secret-000002"}
     )
     assert rotated.body["data"]["secret"] == "new-s..."  # a third of a short secret at most
     await api.call("POST", f"/v1/webhooks/{hook['_id']}/test", key=key)
@@ -408,7 +408,7 @@ async def test_patch_changes_only_the_given_fields(api: Api, receiver: Receiver)
     # Both secrets sign during the grace period.
     assert sent.headers["X-Webhook-Signature"] == ",".join(
         hmac.new(s.encode(), sent.body, hashlib.sha256).hexdigest()
-        for s in ("new-secret-0002", "old-secret-0001")
+        for s in ("new-secret-000002", "old-secret-000001")
     )
 
 

@@ -130,7 +130,18 @@ def test_a_failure_names_the_field_and_says_what_is_wrong(
         ({"retryAttempts": True}, "retryAttempts", "must be an integer"),
         ({"retryAttempts": -1}, "retryAttempts", "must be between 0 and 20"),
         ({"timeoutMs": 30_001}, "timeoutMs", "must be between 100 and 30000"),
-        ({"secret": "short"}, "secret", "must be 8 to 512 characters"),
+        ({"secret": ""}, "secret", "must be 1 to 512 characters"),
+        (
+            {"secret": "short"},
+            "secret",
+            "must be at least 16 bytes of UTF-8 (the signing key); this one is 5",
+        ),
+        (
+            {"secret": "whsec_aw=="},
+            "secret",
+            "the base64 after whsec_ must decode to at least 16 bytes"
+            " (24 to 64 random bytes are recommended); it decodes to 1",
+        ),
         ({"secret": "abcdefgh\n"}, "secret", "must not contain whitespace or control characters"),
         ({"secret": "whsec_!!!!!!!!"}, "secret", "whsec_ secrets must be followed by valid base64"),
         ({"name": " \t"}, "name", "must not be empty"),

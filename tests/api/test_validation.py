@@ -67,7 +67,9 @@ CASES: list[Case] = [
     Case("POST", "/v1/events", "body", raw=b'{"type":"a","type":"b","data":1}'),
     Case("POST", "/v1/events", "body", raw=b'{"type":"a","data":"\xff\xfe"}'),
     Case("POST", "/v1/events", "body", raw=b'{"type":"a","data":' + b"9" * 5000 + b"}"),
-    Case("POST", "/v1/events", "body", body={**EVENT, "data": nested(40)}),
+    Case("POST", "/v1/events", "data", body={**EVENT, "data": nested(40)}),
+    Case("POST", "/v1/events", "body", raw=b'{"type":"a","data":' + b"9" * 4300 + b"}"),
+    Case("POST", "/v1/events", "body", raw=b'{"type":"a","data":-' + b"9" * 309 + b"}"),
     Case("POST", "/v1/events", "body", raw=b"[" * 60_000),
     Case(
         "POST", "/v1/events", "body", raw=b'{"type":"a","data":' + b"[" * 5000 + b"]" * 5000 + b"}"
@@ -142,6 +144,9 @@ CASES: list[Case] = [
     Case("POST", CREATE, "timeoutMs", body=hook(timeoutMs="10000")),
     Case("POST", CREATE, "timeoutMs", body=hook(timeoutMs=10**30)),
     Case("POST", CREATE, "secret", body=hook(secret="short")),
+    # Under 16 bytes of key material: plain, and whsec_ (one byte once decoded).
+    Case("POST", CREATE, "secret", body=hook(secret="k" * 15)),
+    Case("POST", CREATE, "secret", body=hook(secret="whsec_aw==")),
     Case("POST", CREATE, "secret", body=hook(secret="has a space in it")),
     Case("POST", CREATE, "secret", body=hook(secret="s" * 513)),
     Case("POST", CREATE, "secret", body=hook(secret="whsec_!!not-base64!!")),
@@ -160,6 +165,8 @@ CASES: list[Case] = [
     Case("PATCH", ONE, "name", body={"name": None}),
     Case("PATCH", ONE, "name", body={"name": " "}),
     Case("PATCH", ONE, "secret", body={"secret": None}),
+    Case("PATCH", ONE, "secret", body={"secret": "eight-ch"}),
+    Case("PATCH", ONE, "secret", body={"secret": "whsec_" + "QUJDREVGR0hJSktMTU5P"}),
     Case("PATCH", ONE, "url", body={"url": "javascript:alert(1)"}),
     Case("PATCH", ONE, "events", body={"events": []}),
     Case("PATCH", ONE, "timeoutMs", body={"timeoutMs": 0}),
@@ -292,7 +299,8 @@ async def test_valid_edge_values_are_accepted(api: Api) -> None:
         events=["*", "email.*", "a-b_c.D9", "email.*"],
         retryAttempts=20,
         timeoutMs=60_000,
-        secret="whsec_" + "QUJDREVGR0g=",
+        # Exactly the 16 bytes of key material a secret needs ("ABCDEFGHIJKLMNOP").
+        secret="whsec_" + "QUJDREVGR0hJSktMTU5PUA==",
     )
     reply = await api.call("POST", "/v1/webhooks", key=key, json_body=edge)
     assert reply.status == 201, reply.body
@@ -300,7 +308,7 @@ async def test_valid_edge_values_are_accepted(api: Api) -> None:
     minimal = hook(retryAttempts=0, timeoutMs=100, secret=None)
     reply = await api.call("POST", "/v1/webhooks", key=key, json_body=minimal)
     assert reply.status == 201 and len(reply.body["data"]["secret"]) == 64
-    event = {"type": "a", "data": nested(30), "idempotencyKey": "~" * 255}
+    event = {"type": "a", "data": nested(31), "idempotencyKey": "~" * 255}
     reply = await api.call("POST", "/v1/events", key=key, json_body=event)
     assert reply.status == 202, reply.body
     for data in (None, [], "text", 0, -1.5e300, True, {"😀": "ü\u2028"}):

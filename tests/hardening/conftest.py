@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from hookd.attempts import Attempts
 from hookd.clock import ManualClock
 from hookd.metrics import Metrics
 from hookd.models import Status
@@ -183,7 +184,8 @@ async def policy_harness(
         )
         await sender.start()
         metrics = Metrics()
-        scheduler = Scheduler(store, sender, cfg, clock, metrics=metrics, rng=random.Random(3))
+        attempts = Attempts(store, sender, cfg, clock, metrics, random.Random(3))
+        scheduler = Scheduler(store, attempts, cfg, clock)
         h = PolicyHarness(store, scheduler, sender, clock, metrics, policy)
         created.append(h)
         return h

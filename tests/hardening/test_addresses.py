@@ -20,6 +20,7 @@ from hookd.sender.addresses import (
     forbidden_reason,
     is_forbidden,
     literal_address,
+    parse_ip,
 )
 from hookd.validation import ValidationError, validate_new_webhook, validate_webhook_update
 
@@ -219,6 +220,41 @@ def test_allow_networks_open_exactly_what_they_list() -> None:
     assert not policy.permits(ip("64:ff9b::7f00:1")), "NAT64 is not the IPv4 address"
     assert not policy.permits(ip("::7f00:1")), "IPv4-compatible is not the IPv4 address"
     assert policy.permits(ip("8.8.8.8"))
+
+
+@pytest.mark.parametrize(
+    ("allow", "address", "listed"),
+    [
+        # Internal, and permitted only through the list: what a tenant must not read.
+        (["127.0.0.0/8"], "127.0.0.1", True),
+        (["127.0.0.0/8"], "::ffff:127.0.0.1", True),
+        (["10.1.0.0/16", "fd00::/8"], "10.1.2.3", True),
+        (["10.1.0.0/16", "fd00::/8"], "fd00::1", True),
+        (["fe80::/10"], "fe80::1%eth0", True),
+        # Public: permitted anyway, listed or not.
+        (["127.0.0.0/8"], "8.8.8.8", False),
+        (["8.8.8.0/24"], "8.8.8.8", False),
+        (["127.0.0.0/8"], "2001:4860:4860::8888", False),
+        # Not permitted at all.
+        (["127.0.0.0/8"], "::1", False),
+        (["10.1.0.0/16"], "10.2.0.1", False),
+        # No list: nothing internal is reachable.
+        ([], "127.0.0.1", False),
+    ],
+)
+def test_allowed_by_list_means_reachable_only_through_allow_networks(
+    allow: list[str], address: str, listed: bool
+) -> None:
+    policy = AddressPolicy(allow)
+    parsed = parse_ip(address)
+    assert parsed is not None
+    assert policy.allowed_by_list(parsed) is listed
+    assert policy.connected_to_listed(address) is listed
+
+
+def test_a_peer_that_is_not_an_address_counts_as_listed_only_with_a_list() -> None:
+    assert AddressPolicy(["127.0.0.0/8"]).connected_to_listed("not-an-address")
+    assert not AddressPolicy().connected_to_listed("not-an-address")
 
 
 def test_allowing_the_mapped_prefix_does_not_open_ipv4() -> None:

@@ -18,8 +18,9 @@ import standardwebhooks
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from hookd.sender.signing import (
+    MIN_KEY_BYTES,
     hex_signature,
-    is_valid_whsec,
+    secret_problem,
     signature_headers,
     signing_key,
     standard_signature,
@@ -105,11 +106,41 @@ def test_two_secrets_give_two_signatures_in_each_header() -> None:
         standardwebhooks.Webhook(verifier_secret).verify(body, headers)
 
 
+def _whsec(size: int) -> str:
+    return "whsec_" + base64.b64encode(b"k" * size).decode()
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"),
+    [
+        # The published vectors are strong enough.
+        (SW_SECRET, None),
+        (GH_SECRET, None),
+        # Plain secrets: their UTF-8 bytes are the key.
+        ("k" * MIN_KEY_BYTES, None),
+        ("k" * (MIN_KEY_BYTES - 1), "must be at least 16 bytes of UTF-8 (the signing key)"),
+        ("abcdefgh", "this one is 8"),
+        # Bytes, not characters: six 3-byte characters are 18 bytes.
+        ("秘密秘密秘密", None),
+        ("秘密秘密秘", "this one is 15"),
+        # whsec_: the decoded bytes are the key.
+        (_whsec(MIN_KEY_BYTES), None),
+        (_whsec(MIN_KEY_BYTES - 1), "must decode to at least 16 bytes"),
+        ("whsec_aw==", "it decodes to 1"),
+        ("whsec_", "it decodes to 0"),
+        ("whsec_***", "whsec_ secrets must be followed by valid base64"),
+        ("whsec_" + "A" * 30 + "=", "valid base64"),
+    ],
+)
+def test_a_secret_holds_at_least_16_bytes_of_key_material(secret: str, problem: str | None) -> None:
+    found = secret_problem(secret)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found, found
+
+
 def test_whsec_parsing() -> None:
-    assert is_valid_whsec("not-prefixed")
-    assert is_valid_whsec(SW_SECRET)
-    assert not is_valid_whsec("whsec_")
-    assert not is_valid_whsec("whsec_***")
     # An undecodable whsec_ value (refused by the API) would sign with its bytes as written.
     assert signing_key("whsec_***") == b"whsec_***"
     # Non-ASCII secrets are keyed by their UTF-8 bytes.

@@ -92,7 +92,9 @@ def deployment(
         "docker run": (
             "-p 8080:8080",
             f"--network host -e HOOKD_SERVER_LISTEN=127.0.0.1:{port}"
-            " -e HOOKD_DELIVERY_ALLOW_NETWORKS=127.0.0.0/8 --health-interval 1s",
+            " -e HOOKD_DELIVERY_ALLOW_NETWORKS=127.0.0.0/8 --health-interval 1s"
+            # Successful attempts are logged at debug; the drain test reads them.
+            " -e HOOKD_LOGGING_LEVEL=debug",
         ),
     }
     commands = readme_commands("### Docker")

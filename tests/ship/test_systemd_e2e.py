@@ -90,6 +90,8 @@ def service(machine: Machine) -> Service:
     env.parent.mkdir(parents=True, exist_ok=True)
     env.write_text(
         f"HOOKD_SERVER_LISTEN=127.0.0.1:{port}\nHOOKD_DELIVERY_ALLOW_NETWORKS=127.0.0.0/8\n"
+        # Successful attempts are logged at debug; the drain test reads them.
+        "HOOKD_LOGGING_LEVEL=debug\n"
     )
     commands = readme_commands("### systemd")
     install = "/opt/hookd/bin/pip install ."

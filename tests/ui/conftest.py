@@ -113,6 +113,8 @@ def stack(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         serve_env(
             db,
             HOOKD_DELIVERY_ALLOW_NETWORKS="127.0.0.0/8",
+            # The loopback receiver stands in for a public one: the pages show its answers.
+            HOOKD_DELIVERY_RECORD_INTERNAL_RESPONSE_BODIES="true",
             HOOKD_DELIVERY_BACKOFF_BASE_SECONDS="0.05",
             HOOKD_DELIVERY_BACKOFF_CAP_SECONDS="0.2",
             HOOKD_LOGGING_LEVEL="debug",

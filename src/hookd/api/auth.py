@@ -13,24 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
 
 from hookd.api import ui
 from hookd.api.context import CONTEXT
-from hookd.api.errors import ApiError, bad_request
+from hookd.api.errors import ApiError, bad_request, failure_answer
+from hookd.api.inputs import check_declared_size
+from hookd.ids import WORKSPACE_ID_PROBLEM, is_workspace_id
 from hookd.keys import WORKSPACE_PREFIX, digest_key
 from hookd.models import ApiKey
 
 API_KEY_HEADER = "X-Api-Key"
 WORKSPACE_HEADER = "X-Workspace-Id"
-WORKSPACE_ID_RE = re.compile(r"^ws_[A-Za-z0-9_-]{1,61}$")
 MAX_KEY_CHARS = 200
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hookd"'}
 
@@ -180,8 +180,8 @@ async def authenticate(request: web.Request) -> Principal:
     if len(named) > 1:
         raise bad_request(WORKSPACE_HEADER, "send the header only once")
     workspace = named[0].strip() if named else None
-    if workspace is not None and not WORKSPACE_ID_RE.match(workspace):
-        raise bad_request(WORKSPACE_HEADER, "expected a workspace id such as ws_123")
+    if workspace is not None and not is_workspace_id(workspace):
+        raise bad_request(WORKSPACE_HEADER, WORKSPACE_ID_PROBLEM)
     if api_key.workspace_id is None:
         if workspace is None:
             raise bad_request(
@@ -195,18 +195,48 @@ async def authenticate(request: web.Request) -> Principal:
     return Principal(api_key, api_key.workspace_id)
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def _needs_key(request: web.Request) -> bool:
     match = request.match_info
     # Unknown routes and wrong methods answer 404/405 without asking for a key:
     # which routes exist is public (see /v1/openapi.json).
     if match.http_exception is not None:
-        return await handler(request)
+        return False
     resource = match.route.resource
     path = resource.canonical if resource is not None else request.path
-    if path not in PUBLIC_PATHS:
+    return path not in PUBLIC_PATHS
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # The Expect hook below may have authenticated the request already.
+    if PRINCIPAL not in request and _needs_key(request):
         request[PRINCIPAL] = await authenticate(request)
     return await handler(request)
+
+
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue``: the key and the declared size first, then the invitation.
+
+    aiohttp calls this as soon as the headers are in, before any middleware;
+    its default invites every client to send its body at once.  Here a
+    client without a valid key, or announcing more than ``max_body_bytes``,
+    gets its 401 or 413 instead and never sends the body.
+    """
+    expect = request.headers.get("Expect", "")
+    try:
+        if expect.lower() != "100-continue":
+            raise ApiError(417, f"Expect: only 100-continue is supported, got {expect[:40]!r}")
+        if _needs_key(request):
+            request[PRINCIPAL] = await authenticate(request)
+        check_declared_size(request)
+    except Exception as exc:
+        refusal = failure_answer(request, exc)
+        # The body was never invited, so what follows on this connection is unknown.
+        refusal.force_close()
+        return refusal
+    if request.version == HttpVersion11 and request.transport is not None:
+        request.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None
 
 
 def principal(request: web.Request) -> Principal:

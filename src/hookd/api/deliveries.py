@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from msgspec import UNSET
 
-from hookd.api.auth import principal
+from hookd.api.auth import expect_continue, principal
 from hookd.api.context import CONTEXT, AppContext
 from hookd.api.errors import ApiError, bad_request, not_found
 from hookd.api.inputs import (
@@ -81,18 +81,15 @@ async def get_delivery(request: web.Request) -> web.Response:
 
 
 async def _attempt(ctx: AppContext, claim: ClaimedDelivery) -> ReplayResult:
-    report = await ctx.scheduler.attempt(claim)
+    report = await ctx.attempts.attempt(claim)
     # Later retries, if any, belong to the scheduler.
     ctx.scheduler.wake()
-    status = report.status
-    if not report.applied:
-        # Someone else moved the delivery meanwhile (e.g. its webhook was deleted).
-        current = await ctx.store.get_delivery(claim.workspace_id, claim.delivery_id)
-        status = current.status if current is not None else status
     error = report.result.error_text
+    # (If someone else moved the delivery meanwhile, e.g. deleted its webhook,
+    # the status is theirs.)
     return ReplayResult(
         delivery_id=claim.delivery_id,
-        status=status.value,
+        status=report.status.value,
         http_status_code=report.result.status_code,
         response_body=report.result.body,
         error=error if error is not None else UNSET,
@@ -145,6 +142,8 @@ def _not_dead_letter(status: Status | None) -> ApiError:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/deliveries", list_deliveries)
-    app.router.add_get("/v1/deliveries/{id}", get_delivery)
-    app.router.add_post("/v1/deliveries/{id}/replay", replay_delivery)
+    app.router.add_get("/v1/deliveries", list_deliveries, expect_handler=expect_continue)
+    app.router.add_get("/v1/deliveries/{id}", get_delivery, expect_handler=expect_continue)
+    app.router.add_post(
+        "/v1/deliveries/{id}/replay", replay_delivery, expect_handler=expect_continue
+    )

@@ -18,12 +18,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from hookd.api.serialize import Error, json_response
-from hookd.storage import StoreError
+from hookd.storage import QuotaExceeded, StoreError
 from hookd.validation import ValidationError
 
 log = structlog.get_logger("hookd.api")
 
 NOT_FOUND_MESSAGE = "The requested resource was not found"
+# What a client that went away mid-request is answered (it never reads it).
+CLIENT_GONE_MESSAGE = "body: the connection closed before all of it arrived"
 
 
 class ApiError(Exception):
@@ -42,6 +44,10 @@ def bad_request(field: str, problem: str) -> ApiError:
 
 def not_found() -> ApiError:
     return ApiError(404, NOT_FOUND_MESSAGE)
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, f"body: larger than the {limit} bytes allowed")
 
 
 def reason(status: int) -> str:
@@ -70,8 +76,7 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Re
     elif status == 404:
         message = NOT_FOUND_MESSAGE
     elif status == 413:
-        max_size = request.client_max_size
-        message = f"body: larger than the {max_size} bytes allowed"
+        return error_response(413, too_large(request.client_max_size).message)
     else:
         message = exc.text or reason(status)
         # aiohttp's texts look like "400: Bad Request"; keep only the part after it.
@@ -79,21 +84,34 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Re
     return error_response(status, message, headers)
 
 
+def failure_answer(request: web.Request, exc: Exception) -> web.Response:
+    """The envelope answer for ``exc``, raised while handling ``request``."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.message, exc.headers)
+    if isinstance(exc, ValidationError):
+        return error_response(400, f"{exc.field}: {exc.message}")
+    if isinstance(exc, QuotaExceeded):
+        # Refused whole: the message starts with the [quotas] key to blame.
+        return error_response(exc.status, str(exc))
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        return _from_http_exception(request, exc)
+    if isinstance(exc, ConnectionError):
+        # The client went away, mid-body mostly: an ordinary event.  The answer
+        # reaches no one; aiohttp drops it and closes the connection quietly.
+        log.debug("api.client_disconnected", path=request.path, method=request.method)
+        return error_response(400, CLIENT_GONE_MESSAGE)
+    if isinstance(exc, StoreError):
+        log.error("api.store_error", path=request.path, method=request.method, error=str(exc))
+        return error_response(503, "database unavailable; try again shortly")
+    log.error("api.unhandled_error", path=request.path, method=request.method, exc_info=exc)
+    return error_response(500, "internal error; see the server log")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as exc:
-        return error_response(exc.status, exc.message, exc.headers)
-    except ValidationError as exc:
-        return error_response(400, f"{exc.field}: {exc.message}")
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _from_http_exception(request, exc)
-    except StoreError as exc:
-        log.error("api.store_error", path=request.path, method=request.method, error=str(exc))
-        return error_response(503, "database unavailable; try again shortly")
-    except Exception:
-        log.exception("api.unhandled_error", path=request.path, method=request.method)
-        return error_response(500, "internal error; see the server log")
+    except Exception as exc:
+        return failure_answer(request, exc)

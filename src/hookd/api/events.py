@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from aiohttp import web
 
-from hookd.api.auth import principal
+from hookd.api.auth import expect_continue, principal
 from hookd.api.context import CONTEXT
 from hookd.api.errors import ApiError, bad_request
 from hookd.api.inputs import query, read_body
 from hookd.api.serialize import show_event, success
 from hookd.bodies import EventBatchCreate, EventCreate, IdempotencyKey
-from hookd.storage import IdempotencyConflict
-from hookd.storage.base import NewEvent
+from hookd.storage import IdempotencyConflict, NewEvent, QuotaExceeded
 from hookd.validation import read
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _idempotency_key(request: web.Request, from_body: str | None) -> str | None:
@@ -46,18 +38,16 @@ async def ingest_event(request: web.Request) -> web.Response:
         result = await ctx.store.ingest_event(
             principal(request).workspace_id, fields.type, fields.data, key
         )
-    except IdempotencyConflict:
-        # 422 as the IETF Idempotency-Key draft asks for a key reused with another payload.
-        raise ApiError(422, "idempotencyKey: already used for an event of another type") from None
+    except IdempotencyConflict as exc:
+        # 422 as the IETF Idempotency-Key draft asks for a key reused with another
+        # payload; the message names the key and what differs.
+        raise ApiError(422, str(exc)) from None
     except (ValueError, TypeError) as exc:  # pragma: no cover - the strict parser prevents it
         raise bad_request("data", f"cannot be stored: {exc}") from None
     # Counts only what was committed for the first time (repeats are skipped inside).
     ctx.metrics.observe_ingest(result)
     headers: dict[str, str] = {}
     if result.duplicate:
-        stored = json.loads(result.event.body).get("data")
-        if _canonical(stored) != _canonical(fields.data):
-            raise ApiError(422, "idempotencyKey: already used for an event with other data")
         headers[REPLAYED_HEADER] = "true"
     elif result.delivery_ids:
         ctx.scheduler.wake()
@@ -82,6 +72,13 @@ async def ingest_batch(request: web.Request) -> web.Response:
             IDEMPOTENCY_HEADER, "not accepted on a batch; give each event its idempotencyKey"
         )
     batch = await read_body(request, EventBatchCreate)
+    quota = ctx.config.quotas.events_per_batch
+    if len(batch.events) > quota:
+        raise QuotaExceeded(
+            "events_per_batch",
+            f"the batch has {len(batch.events)} events; the quota is {quota}",
+            status=413,
+        )
     events = [NewEvent(e.type, e.data, e.idempotency_key) for e in batch.events]
     try:
         results = await ctx.store.ingest_events(principal(request).workspace_id, events)
@@ -108,5 +105,5 @@ async def ingest_batch(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/events", ingest_event)
-    app.router.add_post("/v1/events/batch", ingest_batch)
+    app.router.add_post("/v1/events", ingest_event, expect_handler=expect_continue)
+    app.router.add_post("/v1/events/batch", ingest_batch, expect_handler=expect_continue)

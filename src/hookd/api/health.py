@@ -27,13 +27,18 @@ async def healthz(request: web.Request) -> web.Response:
 async def readiness_problems(ctx: AppContext) -> list[str]:
     """Why the daemon is not ready (database unreachable, scheduler stuck); empty if it is."""
     problems: list[str] = []
-    try:
-        async with asyncio.timeout(READY_PING_TIMEOUT_SECONDS):
-            await ctx.store.ping()
-    except StoreError as exc:
-        problems.append(f"database: {exc}")
-    except TimeoutError:
+    # Waited for, not cancelled at the deadline: cancelling a query on a
+    # server that stopped answering waits on that server too (PostgreSQL's
+    # cancel request), and the answer would come late anyway.
+    ping = asyncio.ensure_future(ctx.store.ping())
+    done, _ = await asyncio.wait({ping}, timeout=READY_PING_TIMEOUT_SECONDS)
+    if not done:
+        ping.add_done_callback(_ignore_outcome)
         problems.append(f"database: no answer within {READY_PING_TIMEOUT_SECONDS:g}s")
+    elif isinstance(error := ping.exception(), StoreError):
+        problems.append(f"database: {error}")
+    elif error is not None:
+        raise error
     poll = ctx.config.delivery.poll_interval_seconds
     limit = max(READY_LAG_FLOOR_SECONDS, poll * READY_LAG_FACTOR)
     lag = time.monotonic() - ctx.scheduler.last_progress
@@ -43,6 +48,12 @@ async def readiness_problems(ctx: AppContext) -> list[str]:
     if lag > limit and not saturated:
         problems.append(f"scheduler: no progress for {lag:.0f}s")
     return problems
+
+
+def _ignore_outcome(ping: asyncio.Future[None]) -> None:
+    # A late ping's outcome: the probe already said "not ready".
+    if not ping.cancelled():
+        ping.exception()
 
 
 async def readyz(request: web.Request) -> web.Response:

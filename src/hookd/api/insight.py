@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from aiohttp import web
 from msgspec import Meta, field
 
-from hookd.api.auth import principal
+from hookd.api.auth import expect_continue, principal
 from hookd.api.context import CONTEXT
 from hookd.api.errors import not_found
 from hookd.api.inputs import path_id, query
@@ -186,6 +186,6 @@ async def get_event(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/stats", workspace_stats)
-    app.router.add_get("/v1/webhooks/{id}/stats", webhook_stats)
-    app.router.add_get("/v1/events/{id}", get_event)
+    app.router.add_get("/v1/stats", workspace_stats, expect_handler=expect_continue)
+    app.router.add_get("/v1/webhooks/{id}/stats", webhook_stats, expect_handler=expect_continue)
+    app.router.add_get("/v1/events/{id}", get_event, expect_handler=expect_continue)

@@ -20,18 +20,11 @@ from aiohttp import web
 from hookd import __version__
 from hookd.api import insight
 from hookd.api import serialize as out
-from hookd.api.auth import API_KEY_HEADER, WORKSPACE_HEADER, WORKSPACE_ID_RE
+from hookd.api.auth import API_KEY_HEADER
 from hookd.api.context import CONTEXT
 from hookd.api.events import IDEMPOTENCY_HEADER, REPLAYED_HEADER
-from hookd.api.inputs import (
-    DEFAULT_LIMIT,
-    MAX_CURSOR_CHARS,
-    MAX_LIMIT,
-    MIN_LIMIT,
-    accepts_none,
-)
+from hookd.api.openapi_parts import JSON, PUBLIC, Paths, param, parameters, query
 from hookd.bodies import (
-    MAX_BATCH_EVENTS,
     BulkReplayRequest,
     EmptyReplayRequest,
     EmptyRequest,
@@ -42,157 +35,9 @@ from hookd.bodies import (
     webhook_bodies,
     whole,
 )
-from hookd.config import Config
+from hookd.config import MAX_BATCH_EVENTS, Config
 from hookd.ids import ID_REGEX
 from hookd.models import Status
-
-JSON = "application/json"
-REF = "#/components/schemas/{name}"
-# Answers whose schema is written out where used rather than as a component.
-ENVELOPES = (out.Success, out.Page, out.Alive, out.Ready, out.NotReady)
-PUBLIC = {"security": [], "tags": ["operations"]}
-
-
-class Schemas:
-    """The document's schemas, generated at once from the shapes asked for.
-
-    Each call hands out an empty schema that :meth:`generate` fills in: msgspec
-    makes every component in one pass, so shapes used by several may share them.
-    """
-
-    def __init__(self) -> None:
-        self._wanted: list[tuple[Any, dict[str, Any]]] = []
-
-    def __call__(self, shape: Any) -> dict[str, Any]:
-        slot: dict[str, Any] = {}
-        self._wanted.append((shape, slot))
-        return slot
-
-    def generate(self) -> dict[str, Any]:
-        """Fill in every schema handed out; the components they refer to."""
-        shapes = list(dict.fromkeys(shape for shape, _ in self._wanted))
-        refs, components = msgspec.json.schema_components(shapes, ref_template=REF)
-        by_shape = dict(zip(shapes, refs, strict=True))
-        inlined: set[str] = set()
-        for shape, slot in self._wanted:
-            schema: dict[str, Any] = by_shape[shape]
-            if "$ref" in schema and getattr(shape, "__origin__", shape) in ENVELOPES:
-                name = str(schema["$ref"]).rpartition("/")[2]
-                inlined.add(name)
-                schema = components[name]
-            slot.update(schema)
-        return {name: schema for name, schema in components.items() if name not in inlined}
-
-
-def _param(ref: str) -> dict[str, str]:
-    return {"$ref": f"#/components/parameters/{ref}"}
-
-
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": schema,
-        "description": description,
-    }
-
-
-def _parameters() -> dict[str, Any]:
-    return {
-        "WorkspaceId": {
-            "name": WORKSPACE_HEADER,
-            "in": "header",
-            "required": False,
-            "schema": {"type": "string", "pattern": WORKSPACE_ID_RE.pattern},
-            "description": "required with a platform key (sk_user_...); with a workspace"
-            " key (sk_...) it may only name the key's own workspace (else 403)",
-        },
-        "Id": {
-            "name": "id",
-            "in": "path",
-            "required": True,
-            "schema": {"type": "string"},
-            "description": "Resource ID (24 lowercase hex characters; anything else is 404)",
-        },
-        "Limit": _query(
-            "limit",
-            {
-                "type": "integer",
-                "minimum": MIN_LIMIT,
-                "maximum": MAX_LIMIT,
-                "default": DEFAULT_LIMIT,
-            },
-            "page size",
-        ),
-        "Cursor": _query(
-            "cursor",
-            {"type": "string", "minLength": 1, "maxLength": MAX_CURSOR_CHARS},
-            "`nextCursor` of the previous page",
-        ),
-    }
-
-
-class Paths:
-    """The operations, each with its parameters, body and answers."""
-
-    def __init__(self) -> None:
-        self.schema = Schemas()
-        self.paths: dict[str, dict[str, Any]] = {}
-        self.auth_errors = {
-            "400": self.error(f"bad request: a field, parameter or the {WORKSPACE_HEADER} header"),
-            "401": {
-                **self.error("missing, unknown or revoked API key, or two different keys"),
-                "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-            },
-            "403": self.error(f"a workspace key naming another workspace in {WORKSPACE_HEADER}"),
-            "503": self.error("the database is unavailable"),
-        }
-
-    def answer(self, shape: Any, description: str, **extra: Any) -> dict[str, Any]:
-        return {
-            "description": description,
-            "content": {JSON: {"schema": self.schema(shape)}},
-            **extra,
-        }
-
-    def error(self, description: str) -> dict[str, Any]:
-        return self.answer(out.Error, description)
-
-    def op(
-        self,
-        route: str,
-        op_id: str,
-        summary: str,
-        responses: dict[str, Any],
-        *,
-        body: Any = None,
-        parameters: tuple[dict[str, Any], ...] = (),
-        **extra: Any,
-    ) -> None:
-        """``route`` is "method /path"; the tag is the path's first name after /v1."""
-        method, path = route.split(" ")
-        has_id = "{id}" in path
-        responses = {**responses, **self.auth_errors}
-        if has_id:
-            responses["404"] = self.error("no such object in this workspace")
-        operation: dict[str, Any] = {
-            "operationId": op_id,
-            "summary": summary,
-            "tags": [path.split("/")[2]],
-            "security": [{"ApiKey": []}, {"Bearer": []}],
-            "parameters": [_param("WorkspaceId"), *([_param("Id")] * has_id), *parameters],
-            "responses": responses,
-            **extra,
-        }
-        if body is not None:
-            operation["requestBody"] = {
-                "required": not accepts_none(body),
-                "content": {JSON: {"schema": self.schema(body)}},
-            }
-            responses["413"] = self.error("body larger than the configured limit")
-            responses["415"] = self.error("Content-Type is not application/json (utf-8)")
-        self.paths.setdefault(path, {})[method] = operation
 
 
 def _replayed(description: str) -> dict[str, Any]:
@@ -205,9 +50,16 @@ def _webhook_routes(p: Paths, config: Config) -> None:
     shown = out.Success[out.Webhook]
     location = {"Location": {"required": True, "schema": {"type": "string"}}}
     created = p.answer(shown, "created; the only answer with the full secret", headers=location)
-    p.op("post /v1/webhooks", "createWebhook", "Create a webhook", {"201": created}, body=create)
+    full = p.error("the workspace has as many webhooks as [quotas] webhooks_per_workspace allows")
+    p.op(
+        "post /v1/webhooks",
+        "createWebhook",
+        "Create a webhook",
+        {"201": created, "429": full},
+        body=create,
+    )
     listed = p.answer(out.Page[out.Webhook], "a page of webhooks, secrets masked")
-    page = (_param("Limit"), _param("Cursor"))
+    page = (param("Limit"), param("Cursor"))
     p.op(
         "get /v1/webhooks",
         "listWebhooks",
@@ -284,6 +136,10 @@ def _event_routes(p: Paths) -> None:
                 headers=_replayed("present when an earlier event was returned"),
             ),
             "422": p.error("idempotency key reused for another event type or data"),
+            "413": p.error(
+                "the body is too large, or the event would make more deliveries than"
+                " [quotas] deliveries_per_request allows"
+            ),
         },
         body=EventCreate,
         parameters=(key_header,),
@@ -307,6 +163,10 @@ def _event_routes(p: Paths) -> None:
                 " data (the message names it: events[i].idempotencyKey); nothing"
                 " was stored"
             ),
+            "413": p.error(
+                "the body is too large, or beyond [quotas] events_per_batch or"
+                " deliveries_per_request; nothing was stored"
+            ),
         },
         body=EventBatchCreate,
     )
@@ -322,13 +182,13 @@ def _delivery_routes(p: Paths) -> None:
         "List deliveries, newest first",
         {"200": p.answer(out.Page[out.Delivery], "a page of deliveries")},
         parameters=(
-            _param("Limit"),
-            _param("Cursor"),
-            _query("status", status, "only deliveries in this status"),
-            _query("webhookId", {"type": "string", "pattern": whole(ID_REGEX)}, "webhook id"),
-            _query("eventType", p.schema(EventType), "exact event type"),
-            _query("since", {"type": "string"}, since),
-            _query("until", {"type": "string"}, until),
+            param("Limit"),
+            param("Cursor"),
+            query("status", status, "only deliveries in this status"),
+            query("webhookId", {"type": "string", "pattern": whole(ID_REGEX)}, "webhook id"),
+            query("eventType", p.schema(EventType), "exact event type"),
+            query("since", {"type": "string"}, since),
+            query("until", {"type": "string"}, until),
         ),
     )
     p.op(
@@ -432,7 +292,7 @@ def build_document(config: Config) -> dict[str, Any]:
                     " sent they must carry the same key",
                 },
             },
-            "parameters": _parameters(),
+            "parameters": parameters(),
             "schemas": paths.schema.generate(),
         },
     }

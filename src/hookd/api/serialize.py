@@ -42,7 +42,11 @@ Timestamp = Annotated[
 ]
 ResponseText = Annotated[
     Annotated[str, Meta(max_length=STORED_BODY_CHARS)] | None,
-    Meta(description=f"first {STORED_BODY_CHARS} characters of the response body"),
+    Meta(
+        description=f"first {STORED_BODY_CHARS} characters of the response body; null when"
+        " there was none, or the receiver's address is one only [delivery] allow_networks"
+        " permits (unless record_internal_response_bodies)"
+    ),
 ]
 DeliveryStatus = Annotated[str, one_of(Status)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from msgspec import UNSET
 
-from hookd.api.auth import principal
+from hookd.api.auth import expect_continue, principal
 from hookd.api.context import CONTEXT, AppContext
 from hookd.api.errors import bad_request, not_found
 from hookd.api.inputs import (
@@ -19,10 +19,7 @@ from hookd.api.inputs import (
 from hookd.api.serialize import BulkReplay, TestResult, WebhookDeleted, page, show_webhook, success
 from hookd.api.tasks import finish_even_if_cancelled
 from hookd.bodies import BulkReplayRequest, EmptyRequest, webhook_bodies
-from hookd.lifecycle import Counters, test_send_result
-from hookd.models import Webhook
-from hookd.policy import Outcome, classify
-from hookd.scheduler import attempt_record
+from hookd.models import Status, Webhook
 from hookd.validation import webhook_changes, webhook_fields
 
 TEST_EVENT_TYPE = "test"
@@ -102,22 +99,16 @@ async def _send_test(ctx: AppContext, webhook: Webhook) -> TestResult:
         TEST_EVENT_TYPE,
         {"message": "This is a test webhook from hookd", "webhookId": webhook.id},
     )
-    started_at = ctx.clock.now_ms()
-    result = await ctx.scheduler.send(claim, event_type=TEST_EVENT_TYPE)
-    verdict = classify(result.status_code, result.error, result.retry_after is not None)
-    delivered = verdict.outcome is Outcome.DELIVERED
-    transition = test_send_result(delivered, Counters.of(claim))
-    (recorded,) = await ctx.store.record_attempts(
-        [attempt_record(claim, started_at, result, verdict.metric_class, transition)]
-    )
-    # A deletion of the webhook during the send ends the delivery first; say so.
-    status = transition.status if recorded.applied else (recorded.status or transition.status)
+    report = await ctx.attempts.attempt(claim, test=True)
+    result = report.result
+    # A deletion of the webhook during the send ends the delivery first: the
+    # status says so.
     return TestResult(
         status_code=result.status_code,
-        delivered=delivered,
+        delivered=report.finished.transition.status is Status.DELIVERED,
         error=result.error_text if result.error_text is not None else UNSET,
         delivery_id=claim.delivery_id,
-        status=status.value,
+        status=report.status.value,
         response_body=result.body,
     )
 
@@ -148,10 +139,10 @@ async def replay_webhook(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/webhooks", create_webhook)
-    app.router.add_get("/v1/webhooks", list_webhooks)
-    app.router.add_get("/v1/webhooks/{id}", get_webhook)
-    app.router.add_patch("/v1/webhooks/{id}", update_webhook)
-    app.router.add_delete("/v1/webhooks/{id}", delete_webhook)
-    app.router.add_post("/v1/webhooks/{id}/test", test_webhook)
-    app.router.add_post("/v1/webhooks/{id}/replay", replay_webhook)
+    app.router.add_post("/v1/webhooks", create_webhook, expect_handler=expect_continue)
+    app.router.add_get("/v1/webhooks", list_webhooks, expect_handler=expect_continue)
+    app.router.add_get("/v1/webhooks/{id}", get_webhook, expect_handler=expect_continue)
+    app.router.add_patch("/v1/webhooks/{id}", update_webhook, expect_handler=expect_continue)
+    app.router.add_delete("/v1/webhooks/{id}", delete_webhook, expect_handler=expect_continue)
+    app.router.add_post("/v1/webhooks/{id}/test", test_webhook, expect_handler=expect_continue)
+    app.router.add_post("/v1/webhooks/{id}/replay", replay_webhook, expect_handler=expect_continue)

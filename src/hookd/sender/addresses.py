@@ -196,6 +196,18 @@ class AddressPolicy:
     def permits(self, address: IPAddress) -> bool:
         return self.refusal(address) is None
 
+    def allowed_by_list(self, address: IPAddress) -> bool:
+        """Whether ``address`` is permitted only because ``allow_networks`` lists it."""
+        return bool(self.allowed) and self.permits(address) and not _DEFAULT.permits(address)
+
+    def connected_to_listed(self, host: str) -> bool:
+        """:meth:`allowed_by_list` for the address a connection reached, as a string."""
+        if not self.allowed:
+            return False
+        address = parse_ip(host)
+        # Not an address we can judge: treat it as one the list let through.
+        return address is None or self.allowed_by_list(address)
+
     def socket_factory(self, addr_info: Any) -> socket.socket:
         """The sender's connect hook: refuse, or make the socket.
 
@@ -210,6 +222,9 @@ class AddressPolicy:
         sock = socket.socket(family=family, type=type_, proto=proto)
         sock.setblocking(False)
         return sock
+
+
+_DEFAULT = AddressPolicy()
 
 
 def _named_addresses(host: str) -> tuple[IPAddress, ...]:

@@ -49,13 +49,14 @@ _NOT_COMPLETED = "Response payload is not completed"
 class _Exchange:
     """What arrived of one response, kept when the deadline or the peer cuts it short."""
 
-    __slots__ = ("body", "retry_after", "reused", "status")
+    __slots__ = ("body", "internal", "retry_after", "reused", "status")
 
     def __init__(self, limit: int) -> None:
         self.status: int | None = None
         self.retry_after: str | None = None
         self.body = Body(limit)
         self.reused = False
+        self.internal = False
 
 
 # The exchange the current task is making, for the connector to mark.
@@ -185,6 +186,17 @@ class AiohttpClient:
             )
         return _result(got, None, None, started)
 
+    def _internal(self, resp: aiohttp.ClientResponse) -> bool:
+        """Whether ``resp`` comes from an address only ``allow_networks`` permits."""
+        policy = self.options.policy
+        if not policy.allowed:
+            return False
+        connection = resp.connection
+        transport = connection.transport if connection is not None else None
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        # A peer we cannot name is taken as one the list let through.
+        return policy.connected_to_listed(str(peer[0])) if peer else True
+
     async def _post(
         self,
         session: aiohttp.ClientSession,
@@ -202,6 +214,7 @@ class AiohttpClient:
                     allow_redirects=False,
                 ) as resp:
                     got.status = resp.status
+                    got.internal = self._internal(resp)
                     if resp.status == 101:
                         resp.close()  # read nothing more: a protocol we never asked for
                         return
@@ -235,7 +248,15 @@ class AiohttpClient:
 
 
 def _result(got: _Exchange, kind: ErrorKind | None, text: str | None, started: float) -> SendResult:
-    return SendResult(got.status, kind, text, got.body.text(), got.retry_after, elapsed_ms(started))
+    return SendResult(
+        got.status,
+        kind,
+        text,
+        got.body.text(),
+        got.retry_after,
+        elapsed_ms(started),
+        got.internal,
+    )
 
 
 def _disconnected(exc: aiohttp.ServerDisconnectedError) -> str:

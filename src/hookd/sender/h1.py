@@ -38,11 +38,10 @@ import asyncio
 from typing import Final, cast
 
 from hookd.sender.body import Body
+from hookd.sender.chunked import CHUNK_SIZE, ChunkedBody
 from hookd.sender.head import (
-    MAX_CHUNK_LINE_BYTES,
     MAX_HEAD_BYTES,
     MAX_LINE_BYTES,
-    MAX_TRAILER_BYTES,
     InvalidResponse,
     parse_head,
     status_line,
@@ -55,19 +54,13 @@ _DONE: Final = 1
 _HEAD: Final = 2
 _LENGTH: Final = 3
 _UNTIL_CLOSE: Final = 4
-_CHUNK_SIZE: Final = 5
-_CHUNK_DATA: Final = 6
-_CHUNK_END: Final = 7
-_TRAILERS: Final = 8
-_CHUNK_CR: Final = 9  # a CR after chunk data arrived; its LF has not
-
-_HEX_DIGITS: Final = b"0123456789abcdefABCDEF"
+# and the chunked body's, CHUNK_SIZE and up (sender.chunked).
 
 # A parked connection's body: it holds nothing, and start() replaces it.
 _PARKED = Body(0)
 
 
-class H1Connection(asyncio.Protocol):
+class H1Connection(ChunkedBody, asyncio.Protocol):
     """One connection to a receiver, carrying one exchange at a time.
 
     The sender calls :meth:`start` with the request, awaits the returned
@@ -81,24 +74,20 @@ class H1Connection(asyncio.Protocol):
 
     __slots__ = (
         "body",
-        "buf",
         "closed",
         "error",
         "idle_since",
         "incomplete",
+        "internal",
         "invalid",
-        "keep_alive",
         "key",
         "line_checked",
         "live",
         "loop",
         "received",
-        "remaining",
         "retry_after",
-        "state",
         "status",
         "timed_out",
-        "trailer_bytes",
         "transport",
         "waiter",
     )
@@ -131,6 +120,8 @@ class H1Connection(asyncio.Protocol):
         self.timed_out = False
         self.line_checked = False
         self.trailer_bytes = 0
+        # Connected to an address only [delivery] allow_networks permits (set by the client).
+        self.internal = False
 
     # -- the sender's side ------------------------------------------------------------
 
@@ -306,7 +297,7 @@ class H1Connection(asyncio.Protocol):
             if length >= 0:
                 self.keep_alive = False
             if codings[-1] == b"chunked":
-                return _CHUNK_SIZE
+                return CHUNK_SIZE
             self.keep_alive = False
             return _UNTIL_CLOSE
         if length == 0:
@@ -336,88 +327,6 @@ class H1Connection(asyncio.Protocol):
             self._keep(data)
         elif state != _DONE:
             self._chunked(data)
-
-    def _chunked(self, data: bytes | bytearray) -> None:
-        pos = 0
-        size = len(data)
-        while pos < size:
-            state = self.state
-            if state == _CHUNK_DATA:
-                take = min(size - pos, self.remaining)
-                if not self._keep(data[pos : pos + take]):
-                    return
-                pos += take
-                self.remaining -= take
-                if self.remaining == 0:
-                    self.state = _CHUNK_END
-            elif state == _CHUNK_END:
-                byte = data[pos]
-                pos += 1
-                if byte == 0x0A:
-                    self.state = _CHUNK_SIZE
-                elif byte == 0x0D:
-                    self.state = _CHUNK_CR
-                else:
-                    return self._broken_body("no line end after chunk data")
-            elif state == _CHUNK_CR:
-                if data[pos] != 0x0A:
-                    return self._broken_body("no line end after chunk data")
-                pos += 1
-                self.state = _CHUNK_SIZE
-            elif state in (_CHUNK_SIZE, _TRAILERS):
-                nl = data.find(b"\n", pos)
-                if nl < 0:
-                    self._keep_line(data, pos, state)
-                    return
-                line = self._line(data, pos, nl, state)
-                if line is None:
-                    return  # the framing broke
-                pos = nl + 1
-                if state == _CHUNK_SIZE:
-                    digits = line.split(b";", 1)[0].strip()
-                    if not digits or len(digits) > 15 or digits.translate(None, _HEX_DIGITS):
-                        return self._broken_body("bad chunk size")
-                    n = int(digits, 16)
-                    if n:
-                        self.remaining = n
-                        self.state = _CHUNK_DATA
-                    else:
-                        self.state = _TRAILERS
-                elif line in (b"", b"\r"):
-                    if pos < size:
-                        self.keep_alive = False
-                    self._complete()
-                    return
-                else:
-                    self.trailer_bytes += len(line) + 1
-                    if self.trailer_bytes > MAX_TRAILER_BYTES:
-                        return self._broken_body("trailers larger than 64 KiB")
-            else:
-                return  # _DONE: stopped early inside _keep
-
-    def _keep_line(self, data: bytes | bytearray, pos: int, state: int) -> None:
-        """Keep the start of a chunk-size or trailer line for the next read."""
-        buf = self.buf
-        if state == _CHUNK_SIZE:
-            if len(buf) + len(data) - pos > MAX_CHUNK_LINE_BYTES:
-                return self._broken_body("chunk-size line too long")
-        elif self.trailer_bytes + len(buf) + len(data) - pos > MAX_TRAILER_BYTES:
-            return self._broken_body("trailers larger than 64 KiB")
-        buf += data[pos:]
-
-    def _line(self, data: bytes | bytearray, pos: int, nl: int, state: int) -> bytes | None:
-        """The chunk-size or trailer line ending at ``nl``, with what earlier reads
-        left of it; None (and the exchange failed) when a chunk-size line is too long."""
-        buf = self.buf
-        if not buf:
-            line = bytes(data[pos:nl])
-        else:
-            line = bytes(buf) + data[pos:nl]
-            buf.clear()
-        if state == _CHUNK_SIZE and len(line) > MAX_CHUNK_LINE_BYTES:
-            self._broken_body("chunk-size line too long")
-            return None
-        return line
 
     def _keep(self, piece: bytes | bytearray) -> bool:
         """Keep what fits of a body piece; False when we stop reading (limit reached)."""

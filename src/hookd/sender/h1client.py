@@ -210,7 +210,9 @@ class H1Client:
             else:
                 kind, text = ErrorKind.INCOMPLETE, f"incomplete response: {conn.error}"[:500]
             body = conn.body.text()
-            return SendResult(status, kind, text, body, conn.retry_after, elapsed_ms(started))
+            return SendResult(
+                status, kind, text, body, conn.retry_after, elapsed_ms(started), conn.internal
+            )
         if status is None or conn.error is not None:
             conn.abort()
             error = conn.error or "no response"
@@ -219,8 +221,9 @@ class H1Client:
             return failed(ErrorKind.CONNECT, error[:500], started)
         text = conn.body.text()
         retry_after = conn.retry_after
+        internal = conn.internal
         self._release(conn)
-        return SendResult(status, None, None, text, retry_after, elapsed_ms(started))
+        return SendResult(status, None, None, text, retry_after, elapsed_ms(started), internal)
 
     # -- one exchange --------------------------------------------------------------------
 
@@ -344,7 +347,9 @@ class H1Client:
             except BaseException:
                 sock.close()
                 raise
-            return await self._handshake(loop, target, sock)
+            conn = await self._handshake(loop, target, sock)
+            conn.internal = self.policy.connected_to_listed(str(info[4][0]))
+            return conn
         if failure is None and refused:
             raise _Blocked
         if failure is None:

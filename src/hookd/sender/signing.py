@@ -28,13 +28,30 @@ def signing_key(secret: str) -> bytes:
     return secret.encode("utf-8")
 
 
-def is_valid_whsec(secret: str) -> bool:
-    if not secret.startswith(WHSEC_PREFIX):
-        return True
-    try:
-        return len(base64.b64decode(secret[len(WHSEC_PREFIX) :], validate=True)) > 0
-    except binascii.Error:
-        return False
+# The least key material a secret may hold.  Standard Webhooks recommends 24 to 64
+# random bytes; below 16 an HMAC key is guessable offline from one signed request.
+MIN_KEY_BYTES = 16
+
+
+def secret_problem(secret: str) -> str | None:
+    """Why ``secret`` may not sign, or None: the one rule for the API and the CLI."""
+    if secret.startswith(WHSEC_PREFIX):
+        try:
+            key = base64.b64decode(secret[len(WHSEC_PREFIX) :], validate=True)
+        except binascii.Error:
+            return "whsec_ secrets must be followed by valid base64"
+        if len(key) < MIN_KEY_BYTES:
+            return (
+                f"the base64 after whsec_ must decode to at least {MIN_KEY_BYTES} bytes"
+                f" (24 to 64 random bytes are recommended); it decodes to {len(key)}"
+            )
+        return None
+    size = len(secret.encode("utf-8"))
+    if size < MIN_KEY_BYTES:
+        return (
+            f"must be at least {MIN_KEY_BYTES} bytes of UTF-8 (the signing key); this one is {size}"
+        )
+    return None
 
 
 def hex_signature(key: bytes, body: bytes) -> str:

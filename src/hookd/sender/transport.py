@@ -37,6 +37,9 @@ class SendResult(NamedTuple):
     body: str | None  # first 256 characters of the (decoded) response body
     retry_after: str | None
     duration_ms: int
+    # The answer came from an address the address policy refuses by default and
+    # only [delivery] allow_networks permits (see Attempts.run).
+    internal: bool = False
 
 
 @dataclass(frozen=True, slots=True)
