@@ -18,8 +18,6 @@ from hookd.scheduler import Scheduler
 from hookd.sender import Sender
 from hookd.storage import Store
 from hookd.storage.composed import Quotas
-from hookd.storage.postgres import PostgresStore
-from hookd.storage.postgres.connection import read_password, redacted
 from hookd.storage.sqlite import SqliteStore
 
 
@@ -39,6 +37,10 @@ def build_store(
         deliveries_per_request=config.quotas.deliveries_per_request,
     )
     if db.url:
+        # Loaded only here, so that a daemon on SQLite never loads the driver.
+        from hookd.storage.postgres import PostgresStore
+        from hookd.storage.postgres.connection import read_password
+
         return PostgresStore(
             db.url,
             clock or SystemClock(),
@@ -61,7 +63,11 @@ def build_store(
 
 def describe_store(config: Config) -> str:
     """Where the data is, for logs (a PostgreSQL URL without its password)."""
-    return redacted(config.database.url) if config.database.url else config.database.path
+    if not config.database.url:
+        return config.database.path
+    from hookd.storage.postgres.connection import redacted
+
+    return redacted(config.database.url)
 
 
 @dataclass(frozen=True)

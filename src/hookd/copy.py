@@ -31,15 +31,14 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from hookd.clock import SystemClock
 from hookd.progress import Progress
-from hookd.storage.postgres import schema as pg_schema
-from hookd.storage.postgres.connection import redacted, store_error
 from hookd.storage.sqlite import schema as sqlite_schema
+
+if TYPE_CHECKING:
+    import asyncpg
 
 # In the order the foreign keys need.
 TABLES = ("workspaces", "api_keys", "webhooks", "events", "deliveries", "attempts")
@@ -196,6 +195,13 @@ def _with_bytes(row: tuple[Any, ...], binary: list[int]) -> tuple[Any, ...]:
 
 async def copy(path: Path, url: str, *, stream: Any = None) -> None:
     """Copy the installation at ``path`` into the empty database at ``url``, verified."""
+    # The driver is loaded by the one command that needs it, so that the CLI and
+    # a daemon on SQLite start without it.
+    import asyncpg
+
+    from hookd.storage.postgres import schema as pg_schema
+    from hookd.storage.postgres.connection import redacted, store_error
+
     source = Source(path)
     try:
         counts = {table: source.count(table) for table in TABLES}
