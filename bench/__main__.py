@@ -25,13 +25,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench import common, profile, tenants
+from bench import common, profile, soak, tenants
 from bench.common import git_state, install_cleanup, median
 from bench.scenarios import FULL, QUICK, SCENARIOS, Sizes
 
 # Run only when named (-s), once unless --runs says otherwise: the
 # multi-tenant scenarios and the soak.
-EXTRA = {**tenants.SCENARIOS}
+EXTRA = {**tenants.SCENARIOS, **soak.SCENARIOS}
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -121,7 +121,7 @@ ROWS: list[tuple[str, str, str, str, float | None, bool]] = [
     ),
     ("isolation_analyzed", "ratio", "healthy vs the whole clean run (stricter)", "", 0.90, True),
 ]
-ROWS += tenants.ROWS
+ROWS += tenants.ROWS + soak.ROWS
 WHAT_IF = ("throughput", "isolation")
 # Scenarios measured against the clean throughput run, each run paired with one.
 RELATIVE = ("isolation", "dribble")
@@ -190,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"--daemon-env: expected HOOKD_KEY=VALUE, got {item!r}")
         common.EXTRA_DAEMON_ENV[name] = value
     tenants.configure(args)
+    soak.configure(args)
     chosen = args.scenario or list(SCENARIOS)
     clean_from: dict[str, Any] | None = None
     if args.clean_from:
@@ -327,6 +328,7 @@ def _brief(name: str, r: dict[str, Any]) -> str:
         "latency": ("first_attempt_ms_p50", "first_attempt_ms_p99", "missing_attempts"),
         "backlog": ("claim_ms_start", "claim_ms_middle", "claim_ms_end", "daemon_rss_mb_full"),
         **tenants.BRIEF,
+        **soak.BRIEF,
     }[name]
     return ", ".join(f"{k}={r[k]:.1f}" if isinstance(r[k], float) else f"{k}={r[k]}" for k in keys)
 
@@ -342,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         "-s", "--scenario", action="append", choices=[*SCENARIOS, *EXTRA], help="repeatable"
     )
     tenants.add_arguments(r)
+    soak.add_arguments(r)
     r.add_argument("--deliveries", type=int, help="throughput/isolation queue size")
     r.add_argument("--backlog", type=int, help="backlog size")
     r.add_argument(
