@@ -54,7 +54,7 @@ ENV = {
 class SoakSizes:
     seconds: float = 300.0
     webhooks_per_workspace: int = 98  # the quota is 100: room for churn
-    rate: float = 50.0  # event requests a second
+    rate: float = 20.0  # event requests a second
     sample_every: float = 3.0
     drain_seconds: float = 30.0
 
@@ -65,7 +65,7 @@ QUICK_SETTINGS = SoakSizes(seconds=60.0)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--soak-seconds", type=float, help="soak traffic duration (default 300)")
-    p.add_argument("--soak-rate", type=float, help="soak event requests/s (default 50)")
+    p.add_argument("--soak-rate", type=float, help="soak event requests/s (default 20)")
 
 
 def configure(args: argparse.Namespace) -> None:
@@ -145,7 +145,10 @@ class Traffic:
     async def create(self, ws: str) -> None:
         kind = kind_of(self.rng)
         self.serial += 1
-        events = ["*"] if self.rng.random() < 0.1 else [f"t{self.rng.randrange(TYPES)}.*"]
+        # A hanging endpoint takes about 10 deliveries/s (32 connections, 1 s
+        # timeouts, three attempts each): never on "*", so its queue stays bounded.
+        on_all = kind in "or" and self.rng.random() < 0.1
+        events = ["*"] if on_all else [f"t{self.rng.randrange(TYPES)}.*"]
         body = {
             "name": f"soak-{self.serial}",
             "url": self.receiver.url(f"/{kind}/{self.serial}"),
@@ -353,8 +356,11 @@ def _after(daemon: Daemon, db: Path, r: dict[str, Any]) -> dict[str, Any]:
                 and sum(left.values()) + swept["delivered"] + swept["dead_letters"] == created
                 and stuck == 0
             ),
+            # 200s whose record was fenced (the webhook was deleted meanwhile)
+            # arrived but moved nothing: the two differences should be equal.
             "received_ok_minus_delivered": r["received"]["ok"]
             - m.get('hookd_delivery_transitions_total{status="delivered"}', 0.0),
+            "fenced": m.get("hookd_attempt_results_fenced_total", 0.0),
         }
     )
     return out
