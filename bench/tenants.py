@@ -37,6 +37,7 @@ WS_B = "ws_light"
 class TenantSizes:
     seconds: float = 20.0  # B's measured window (after a 2 s warm-up)
     a_clients: int = 4
+    a_batch: int = 100  # events per request: 10,000 deliveries over 100 webhooks
     a_webhooks: int = 100
     b_rate: float = 50.0
     fairness_backlog: int = 400_000
@@ -49,6 +50,7 @@ QUICK_SETTINGS = TenantSizes(seconds=8.0, fairness_backlog=100_000)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tenants-seconds", type=float, help="tenants/fairness window (default 20)")
     p.add_argument("--tenants-a-clients", type=int, help="A's connections (default 4)")
+    p.add_argument("--tenants-a-batch", type=int, help="A's events per request (default 100)")
     p.add_argument("--tenants-b-rate", type=float, help="B's events/s (default 50)")
     p.add_argument("--fairness-backlog", type=int, help="A's due deliveries (default 400,000)")
 
@@ -59,6 +61,7 @@ def configure(args: argparse.Namespace) -> None:
     for field, value in (
         ("seconds", args.tenants_seconds),
         ("a_clients", args.tenants_a_clients),
+        ("a_batch", args.tenants_a_batch),
         ("b_rate", args.tenants_b_rate),
         ("fairness_backlog", args.fairness_backlog),
     ):
@@ -143,7 +146,7 @@ def tenants_run(keep: bool, a_batch: int, env: dict[str, str] | None = None) -> 
 
 
 def tenants(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
-    return tenants_run(keep, a_batch=100)
+    return tenants_run(keep, a_batch=SETTINGS.a_batch)
 
 
 def tenants_raised(sizes: Sizes, keep: bool = False) -> dict[str, Any]:

@@ -156,7 +156,7 @@ def main() -> None:
     p.add_argument("--a-clients", type=int, default=4)
     p.add_argument("--a-batch", type=int, default=100)
     p.add_argument("--b-rate", type=float, default=50.0)
-    p.add_argument("--b-clients", type=int, default=16)
+    p.add_argument("--b-clients", type=int, default=64)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--duration", type=float, default=20.0)
     p.add_argument("--grace", type=float, default=10.0)
