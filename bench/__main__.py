@@ -25,9 +25,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench import common, profile
+from bench import common, profile, soak, tenants
 from bench.common import git_state, install_cleanup, median
 from bench.scenarios import FULL, QUICK, SCENARIOS, Sizes
+
+# Run only when named (-s), once unless --runs says otherwise: the
+# multi-tenant scenarios and the soak.
+EXTRA = {**tenants.SCENARIOS, **soak.SCENARIOS}
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -117,6 +121,7 @@ ROWS: list[tuple[str, str, str, str, float | None, bool]] = [
     ),
     ("isolation_analyzed", "ratio", "healthy vs the whole clean run (stricter)", "", 0.90, True),
 ]
+ROWS += tenants.ROWS + soak.ROWS
 WHAT_IF = ("throughput", "isolation")
 # Scenarios measured against the clean throughput run, each run paired with one.
 RELATIVE = ("isolation", "dribble")
@@ -184,13 +189,15 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not name.startswith("HOOKD_"):
             raise SystemExit(f"--daemon-env: expected HOOKD_KEY=VALUE, got {item!r}")
         common.EXTRA_DAEMON_ENV[name] = value
+    tenants.configure(args)
+    soak.configure(args)
     chosen = args.scenario or list(SCENARIOS)
     clean_from: dict[str, Any] | None = None
     if args.clean_from:
         clean_from = json.loads(Path(args.clean_from).read_text())["scenarios"]["throughput"]
     elif any(r in chosen for r in RELATIVE) and "throughput" not in chosen:
         chosen = ["throughput", *chosen]  # relative to the clean run
-    order = [s for s in SCENARIOS if s in chosen]
+    order = [s for s in {**SCENARIOS, **EXTRA} if s in chosen]
     started = time.time()
     summary: dict[str, Any] = {}
     out_path = Path(args.out) if args.out else RESULTS / "latest.json"
@@ -232,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
         if name in relative and paired:
             continue
         n = args.backlog_runs if name == "backlog" else runs
+        n = (args.runs or 1) if name in EXTRA else n
         for i in range(n):
             if name == "throughput" and paired:
                 pair = [("throughput", i, n), *((r, i, n) for r in relative)]
@@ -244,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
         results = results_of.setdefault(key, [])
         print(f"[bench] {name} run {i + 1}/{n} ...", file=sys.stderr, flush=True)
         t = time.monotonic()
-        result = SCENARIOS[name](sizes, args.keep)
+        result = {**SCENARIOS, **EXTRA}[name](sizes, args.keep)
         result["wall_s"] = time.monotonic() - t
         if paired and name in ("throughput", *relative):
             result["pair"] = i
@@ -319,6 +327,8 @@ def _brief(name: str, r: dict[str, Any]) -> str:
         ),
         "latency": ("first_attempt_ms_p50", "first_attempt_ms_p99", "missing_attempts"),
         "backlog": ("claim_ms_start", "claim_ms_middle", "claim_ms_end", "daemon_rss_mb_full"),
+        **tenants.BRIEF,
+        **soak.BRIEF,
     }[name]
     return ", ".join(f"{k}={r[k]:.1f}" if isinstance(r[k], float) else f"{k}={r[k]}" for k in keys)
 
@@ -330,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--quick", action="store_true", help="small sizes and 1 run")
     r.add_argument("--runs", type=int, help="runs per scenario (default 3, quick 1)")
     r.add_argument("--backlog-runs", type=int, default=1, help="runs of the backlog scenario")
-    r.add_argument("-s", "--scenario", action="append", choices=list(SCENARIOS), help="repeatable")
+    r.add_argument(
+        "-s", "--scenario", action="append", choices=[*SCENARIOS, *EXTRA], help="repeatable"
+    )
+    tenants.add_arguments(r)
+    soak.add_arguments(r)
     r.add_argument("--deliveries", type=int, help="throughput/isolation queue size")
     r.add_argument("--backlog", type=int, help="backlog size")
     r.add_argument(

@@ -7,6 +7,7 @@ HTTP/1.1 with keep-alive, parsed only as far as needed: the end of the headers,
 - ``/r...`` answers ``429`` with ``Retry-After: 1``;
 - ``/p...`` answers ``429`` with ``Retry-After: 3600``: the webhook is parked
   for longer than any benchmark runs;
+- ``/g...`` answers ``410 Gone`` (hookd then sets the webhook inactive);
 - ``/h...`` never answers (the connection hangs until the client gives up);
 - ``/d...`` sends 48 KB of response head, then one more byte of it every
   ``DRIBBLE_INTERVAL`` seconds, never ending the head (a hostile receiver
@@ -31,6 +32,7 @@ from bench.common import run_fast
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 RATE_LIMITED = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
+GONE = b"HTTP/1.1 410 Gone\r\nContent-Length: 0\r\n\r\n"
 PARKED = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3600\r\nContent-Length: 0\r\n\r\n"
 _CL = b"\r\ncontent-length:"
 # 48 header lines of 1,000 bytes: under every client's line limit, 48 KB in all.
@@ -43,12 +45,22 @@ DRIBBLE_INTERVAL = 0.05
 
 
 class Counters:
-    __slots__ = ("connections", "dribble", "first_ok", "hang", "last_ok", "ok", "rate_limited")
+    __slots__ = (
+        "connections",
+        "dribble",
+        "first_ok",
+        "gone",
+        "hang",
+        "last_ok",
+        "ok",
+        "rate_limited",
+    )
 
     def __init__(self) -> None:
         self.ok = 0
         self.rate_limited = 0
         self.hang = 0
+        self.gone = 0
         self.dribble = 0
         self.connections = 0
         self.first_ok = 0.0
@@ -59,6 +71,7 @@ class Counters:
             "ok": self.ok,
             "rate_limited": self.rate_limited,
             "hang": self.hang,
+            "gone": self.gone,
             "dribble": self.dribble,
             "connections": self.connections,
             "first_ok": self.first_ok,
@@ -125,6 +138,9 @@ class _Conn(asyncio.Protocol):
             elif kind == 0x70:  # "p"
                 c.rate_limited += 1
                 self.transport.write(PARKED)  # type: ignore[union-attr]
+            elif kind == 0x67:  # "g"
+                c.gone += 1
+                self.transport.write(GONE)  # type: ignore[union-attr]
             elif kind == 0x64:  # "d": a head that never ends, a byte at a time
                 c.dribble += 1
                 self.hung = True

@@ -30,13 +30,15 @@ class Hook:
     events: tuple[str, ...] = ("*",)
 
 
-async def _create_hooks(store: SqliteStore, hooks: list[Hook]) -> list[str]:
-    await store.ensure_workspace(WORKSPACE)
+async def _create_hooks(
+    store: SqliteStore, hooks: list[Hook], workspace: str = WORKSPACE
+) -> list[str]:
+    await store.ensure_workspace(workspace)
     ids = []
     for i, hook in enumerate(hooks):
         created = await store.create_webhook(
             NewWebhook(
-                workspace_id=WORKSPACE,
+                workspace_id=workspace,
                 name=f"bench-{i}",
                 url=hook.url,
                 events=hook.events,
@@ -75,19 +77,21 @@ def prequeue_fanout(db: Path, hooks: list[Hook], events: int) -> list[str]:
     return asyncio.run(_fanout(db, hooks, events, concurrency=512))
 
 
-def create_hooks(db: Path, hooks: list[Hook]) -> list[str]:
+def create_hooks(db: Path, hooks: list[Hook], workspace: str = WORKSPACE) -> list[str]:
     async def run() -> list[str]:
         store = SqliteStore(db)
         await store.open()  # migrates: the schema is the daemon's
         try:
-            return await _create_hooks(store, hooks)
+            return await _create_hooks(store, hooks, workspace)
         finally:
             await store.close()
 
     return asyncio.run(run())
 
 
-def prequeue_bulk(db: Path, hook_ids: list[str], deliveries: int) -> None:
+def prequeue_bulk(
+    db: Path, hook_ids: list[str], deliveries: int, workspace: str = WORKSPACE
+) -> None:
     """``deliveries`` due deliveries, ``len(hook_ids)`` per event, by ``executemany``."""
     now = int(time.time() * 1000)
     due = now - 1000
@@ -104,9 +108,9 @@ def prequeue_bulk(db: Path, hook_ids: list[str], deliveries: int) -> None:
             (
                 (
                     eid,
-                    WORKSPACE,
+                    workspace,
                     "bench.event",
-                    event_body(eid, WORKSPACE, "bench.event", {"seq": i}, iso_ms(now)).encode(),
+                    event_body(eid, workspace, "bench.event", {"seq": i}, iso_ms(now)).encode(),
                     now,
                 )
                 for i, eid in enumerate(event_ids)
@@ -121,7 +125,7 @@ def prequeue_bulk(db: Path, hook_ids: list[str], deliveries: int) -> None:
                         return
                     yield (
                         f"{secs:08x}{(1 << 62) + k:016x}",
-                        WORKSPACE,
+                        workspace,
                         eid,
                         hid,
                         "bench.event",

@@ -3,6 +3,12 @@
 A caller is answered only after the commit that holds its item returned.
 Under light load each item gets a commit of its own at once; under heavy load
 many share one, so the fsync is paid per group rather than per item.
+
+Items that write many rows (one workspace's large fan-outs) take turns with
+light ones: after a group that held a heavy item, the light items waiting go
+first, all in one group, ahead of any heavy one queued before them.  A light
+item then waits for at most one heavy commit, not for every heavy item queued
+ahead of it; a heavy one waits for at most one light group per heavy commit.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ from typing import Generic, TypeVar
 
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
+
+# An item weighing more than this share of max_weight is heavy.
+HEAVY_SHARE = 4
 
 
 class GroupCommit(Generic[I, R]):
@@ -33,6 +42,8 @@ class GroupCommit(Generic[I, R]):
         self._max_weight = max_weight
         self._queue: list[tuple[I, asyncio.Future[R]]] = []
         self._runner: asyncio.Task[None] | None = None
+        # Whether the next group takes the light items first (see the module).
+        self._light_turn = False
 
     async def submit(self, item: I) -> R:
         fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -45,9 +56,7 @@ class GroupCommit(Generic[I, R]):
 
     async def _run(self) -> None:
         while self._queue:
-            size = self._group_size()
-            batch = self._queue[:size]
-            del self._queue[:size]
+            batch = self._take()
             try:
                 results = await self._commit([item for item, _ in batch])
             except Exception as exc:  # the whole commit failed
@@ -62,6 +71,35 @@ class GroupCommit(Generic[I, R]):
                     fut.set_exception(result)
                 else:
                     fut.set_result(result)
+
+    def _take(self) -> list[tuple[I, asyncio.Future[R]]]:
+        """Remove the next group from the queue and return it."""
+        weigh, max_weight = self._weigh, self._max_weight
+        if weigh is None or max_weight is None:
+            batch = self._queue[: self._max_batch]
+            del self._queue[: self._max_batch]
+            return batch
+        heavy = max_weight // HEAVY_SHARE
+        if self._light_turn:
+            self._light_turn = False
+            light: list[tuple[I, asyncio.Future[R]]] = []
+            total = 0
+            for entry in self._queue:
+                weight = weigh(entry[0])
+                if weight <= heavy and total + weight <= max_weight:
+                    light.append(entry)
+                    total += weight
+                    if len(light) >= self._max_batch:
+                        break
+            if light and len(light) < len(self._queue):
+                taken = {id(entry) for entry in light}
+                self._queue = [entry for entry in self._queue if id(entry) not in taken]
+                return light
+        size = self._group_size()
+        batch = self._queue[:size]
+        del self._queue[:size]
+        self._light_turn = any(weigh(item) > heavy for item, _fut in batch)
+        return batch
 
     def _group_size(self) -> int:
         if self._weigh is None or self._max_weight is None:
