@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from hookd.storage.fairness import Candidate, fair_pick
+from hookd.storage.fairness import Candidate, Lane, fair_pick, top_ups
 
 
 def lane(workspace: str, webhook: str, count: int) -> list[Candidate]:
@@ -52,3 +52,48 @@ def test_webhooks_of_a_workspace_share_it_and_each_keeps_its_order() -> None:
     for hook in ("a1", "a2"):
         mine = [i for i in picked if i.startswith(hook)]
         assert mine == [f"{hook}-{n}" for n in range(len(mine))]  # oldest first
+
+
+@pytest.mark.parametrize(
+    ("lanes", "wanted", "expected"),
+    [
+        # One webhook beside a hundred, each read for 4: read again up to its room.
+        (
+            [
+                *(Lane("ws_a", f"a{i}", 4, 32, True) for i in range(100)),
+                Lane("ws_b", "b", 4, 32, True),
+            ],
+            256,
+            {"b": 32},
+        ),
+        # Up to the workspace's share only (128 of 256), spread over its open lanes.
+        (
+            [
+                Lane("ws_a", "a", 200, 200, True),
+                Lane("ws_b", "b1", 4, 100, True),
+                Lane("ws_b", "b2", 4, 100, True),
+            ],
+            256,
+            {"b1": 64, "b2": 64},
+        ),
+        # A lane that returned all its queue holds (more=False) is not read again.
+        ([Lane("ws_a", "a", 200, 200, True), Lane("ws_b", "b", 3, 100, False)], 256, {}),
+        # A lane at its room is not read again; its sibling takes the shortfall.
+        (
+            [
+                Lane("ws_a", "a", 200, 200, True),
+                Lane("ws_b", "b1", 4, 4, True),
+                Lane("ws_b", "b2", 4, 500, True),
+            ],
+            256,
+            {"b2": 124},
+        ),
+        # Every workspace at its share already: nothing.
+        ([Lane("ws_a", "a", 128, 200, True), Lane("ws_b", "b", 128, 200, True)], 256, {}),
+        ([], 256, {}),
+    ],
+)
+def test_a_workspace_short_of_its_share_is_read_again(
+    lanes: list[Lane], wanted: int, expected: dict[str, int]
+) -> None:
+    assert top_ups(lanes, wanted) == expected

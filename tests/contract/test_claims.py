@@ -241,3 +241,25 @@ async def test_another_workspaces_fresh_event_is_not_held_back_by_a_backlog(
             break
     assert fresh in claimed
     assert len(claimed) <= 48  # 600 were queued before it
+
+
+async def test_a_workspace_with_one_webhook_gets_its_share_of_a_claim_beside_many(
+    contract_store: Store, clock: ManualClock
+) -> None:
+    """Fresh work of a workspace with one webhook, beside another's backlog over
+    twenty: a fair claim gives it half the batch, not the few rows each
+    webhook's queue is first read for (storage/fairness.py, top_ups)."""
+    s = contract_store
+    for n in range(20):
+        await make_webhook(s, workspace="ws_busy", name=f"busy {n}")
+    await s.ingest_events("ws_busy", [NewEvent("t", {"i": i}) for i in range(30)])
+    clock.advance(600)
+    quiet = await make_webhook(s, workspace="ws_quiet")
+    await s.ingest_events("ws_quiet", [NewEvent("t", {"i": i}) for i in range(40)])
+    per_claim = []
+    for _ in range(3):
+        clock.advance(0.2)
+        claims = await s.claim_due(16, LEASE_MS, {}, 16)
+        assert len(claims) == 16
+        per_claim.append(sum(c.webhook_id == quiet.id for c in claims))
+    assert max(per_claim) == 8, per_claim

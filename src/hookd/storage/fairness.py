@@ -49,3 +49,50 @@ def _interleave(lanes: list[list[str]]) -> list[str]:
     for i in range(depth):
         out.extend(lane[i] for lane in lanes if i < len(lane))
     return out
+
+
+class Lane(NamedTuple):
+    """What a first read gave one webhook: ``got`` candidates, ``room`` in all."""
+
+    workspace: str
+    webhook: str
+    got: int
+    room: int
+    # Whether its queue may hold more than the read returned.
+    more: bool
+
+
+def top_ups(lanes: Iterable[Lane], wanted: int) -> dict[str, int]:
+    """Webhooks to read again, each with the room to read up to.
+
+    A read shared out over every webhook with due work (a few rows each, so
+    that its cost follows the number of webhooks) gives a workspace with few
+    webhooks few candidates beside one with hundreds: its fair share of the
+    claim is ``wanted`` over the workspaces, not a few rows.  Each workspace
+    short of that share, with lanes that may hold more, gets its shortfall
+    spread over those lanes, each up to its room.
+    """
+    by_workspace: dict[str, list[Lane]] = defaultdict(list)
+    for lane in lanes:
+        by_workspace[lane.workspace].append(lane)
+    if not by_workspace:
+        return {}
+    share = -(-wanted // len(by_workspace))
+    out: dict[str, int] = {}
+    for workspace_lanes in by_workspace.values():
+        short = share - sum(lane.got for lane in workspace_lanes)
+        open_lanes = [lane for lane in workspace_lanes if lane.more and lane.room > lane.got]
+        while short > 0 and open_lanes:
+            each = -(-short // len(open_lanes))
+            still_open = []
+            for lane in open_lanes:
+                now = out.get(lane.webhook, lane.got)
+                extra = min(each, lane.room - now, short)
+                if extra <= 0:
+                    continue
+                out[lane.webhook] = now + extra
+                short -= extra
+                if out[lane.webhook] < lane.room:
+                    still_open.append(lane)
+            open_lanes = still_open
+    return out

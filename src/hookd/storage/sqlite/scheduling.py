@@ -31,7 +31,7 @@ import structlog
 from hookd.clock import Clock
 from hookd.models import ClaimedDelivery, Status
 from hookd.storage.base import AttemptRecord, RecordResult
-from hookd.storage.fairness import Candidate, fair_pick
+from hookd.storage.fairness import Candidate, Lane, fair_pick, top_ups
 from hookd.storage.rows import STATUS, claimed, record_results, settle_rows
 from hookd.storage.sqlite import queries as q
 from hookd.storage.sqlite.thread import DatabaseThread, in_transaction, wait_out_busy
@@ -261,13 +261,7 @@ class SqliteScheduling:
             # of every webhook's due work instead, so another workspace's
             # fresh events go within that, not after the backlog.
             self._fair_at = now + FAIR_EVERY_MS
-            queues = self._webhook_queues(conn, now, limit, room, default_room, [])
-            candidates = (
-                Candidate(ws, hook, row[2])
-                for may_go, hook, ws, rows in queues
-                for row in rows[:may_go]
-            )
-            return _Choice(fair_pick(candidates, limit, self._rng), None)
+            return _Choice(self._fair_choice(conn, now, limit, room, default_room), None)
         head: list[list[Any]] = []
         head_read = now >= self._head_blocked_until
         whole_queue_at: int | None = None
@@ -303,6 +297,37 @@ class SqliteScheduling:
             found.sort()
             chosen.extend(delivery_id for _due, _rowid, delivery_id in found[:wanted])
         return _Choice(chosen, whole_queue_at)
+
+    def _fair_choice(
+        self,
+        conn: sqlite3.Connection,
+        now: int,
+        limit: int,
+        room: Mapping[str, int],
+        default_room: int,
+    ) -> list[str]:
+        """Fair shares of every webhook's due work (storage/fairness.py)."""
+        queues = self._webhook_queues(conn, now, limit, room, default_room, [])
+        lanes = {hook: (ws, rows[:may_go]) for may_go, hook, ws, rows in queues}
+        # The read gives each webhook a few rows: a workspace with few webhooks
+        # is read again, up to its share of the claim.
+        again = top_ups(
+            (
+                Lane(
+                    ws, hook, len(lanes[hook][1]), room.get(hook, default_room), len(rows) >= may_go
+                )
+                for may_go, hook, ws, rows in queues
+            ),
+            limit,
+        )
+        if again:
+            wanted = sum(again.values())
+            for may_go, hook, ws, rows in self._webhook_queues(conn, now, wanted, again, 0, []):
+                lanes[hook] = (ws, rows[:may_go])
+        candidates = (
+            Candidate(ws, hook, row[2]) for hook, (ws, rows) in lanes.items() for row in rows
+        )
+        return fair_pick(candidates, limit, self._rng)
 
     @staticmethod
     def _webhook_queues(
