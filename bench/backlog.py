@@ -7,17 +7,21 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from bench import setup_db
-from bench.common import Daemon, count_status, median, readonly_db, rss_mb, spawn, stop, tree_hwm_mb
+from bench import db as backend
+from bench import pg, setup_db
+from bench.common import Daemon, median, rss_mb, spawn, stop, tree_hwm_mb
 from bench.harness import ReceiverProc, Sizes, Workdir
 from bench.setup_db import Hook
 
 
 def _probe(
-    daemon: Daemon, receiver: ReceiverProc, seconds: float, until_ok: int | None = None
+    daemon: Daemon,
+    receiver: ReceiverProc,
+    db: backend.Database,
+    seconds: float,
+    until_ok: int | None = None,
 ) -> dict[str, Any]:
     """Run the daemon for ``seconds`` (or until ``until_ok`` arrivals): rate, CPU, RSS."""
     base = receiver.stats()["ok"]
@@ -25,6 +29,7 @@ def _probe(
     pid = daemon.pid
     rss_ready = rss_mb(pid)
     cpu0 = daemon.cpu()
+    usage0 = db.usage()
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
         time.sleep(0.25)
@@ -32,11 +37,13 @@ def _probe(
             break
     elapsed = time.monotonic() - t0
     stats = receiver.stats()
+    delivered = int(stats["ok"] - base)
     out = {
+        **db.report(usage0, db.usage(), delivered, "delivery"),
         "seconds": elapsed,
-        "delivered": int(stats["ok"] - base),
-        "deliveries_per_s": (stats["ok"] - base) / elapsed,
-        "cpu_us_per_delivery": (daemon.cpu() - cpu0) / max(stats["ok"] - base, 1) * 1e6,
+        "delivered": delivered,
+        "deliveries_per_s": delivered / elapsed,
+        "cpu_us_per_delivery": (daemon.cpu() - cpu0) / max(delivered, 1) * 1e6,
         "rss_mb_ready": rss_ready,
         "rss_mb_end": rss_mb(pid),
         "peak_rss_mb": tree_hwm_mb(pid)[0],
@@ -56,13 +63,13 @@ def _window(samples: list[list[float]], centre: int, width: int = 20) -> dict[st
     }
 
 
-def _drain(db_path: Path, queued: int, stop_at: int, close: bool = True) -> dict[str, Any]:
+def _drain(db: str, queued: int, stop_at: int, close: bool = True) -> dict[str, Any]:
     worker = spawn(
         [
             sys.executable,
             "-m",
             "bench.backlog_worker",
-            str(db_path),
+            db,
             "--total",
             str(queued),
             "--stop-at",
@@ -76,50 +83,67 @@ def _drain(db_path: Path, queued: int, stop_at: int, close: bool = True) -> dict
     return dict(json.loads(out))
 
 
-def _has_stat1(db: Any) -> bool:
-    return bool(
-        db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone()[0]
-    )
+DELIVERED = "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
+STAT1 = "SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'"
 
 
 def backlog(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
     total = sizes.backlog
     left = 1000
-    with Workdir(keep) as wd:
-        db_path = wd / "hookd.db"
+    with Workdir(keep) as wd, backend.database(wd) as db:
         receiver = ReceiverProc()
+        postgres = isinstance(db, backend.PostgresDatabase)
+        # What the worker opens: the SQLite file or the run's PostgreSQL database.
+        target = db.url if isinstance(db, backend.PostgresDatabase) else str(db.source)
+        extra: dict[str, Any] = {}
         try:
             hook_ids = setup_db.create_hooks(
-                db_path, [Hook(receiver.url(f"/o/{i}")) for i in range(sizes.webhooks)]
+                db.source, [Hook(receiver.url(f"/o/{i}")) for i in range(sizes.webhooks)]
             )
             t = time.monotonic()
-            setup_db.prequeue_bulk(db_path, hook_ids, total)
+            if isinstance(db, backend.PostgresDatabase):
+                db.ready()  # the webhooks (hookd copy ANALYZEs the still empty tables)
+                pg.fill_backlog(db.url, setup_db.WORKSPACE, hook_ids, total)
+            else:
+                setup_db.prequeue_bulk(db.source, hook_ids, total)
             prequeue_s = time.monotonic() - t
-            # SQLite's plan for the claim depends on planner statistics
-            # (sqlite_stat1), so a few claims are timed in two states first.
-            # None: the database as written (hookd never ANALYZEs explicitly).
-            fresh = _drain(db_path, total, total - 3 * 256, close=False)
-            # Webhooks only: what PRAGMA optimize leaves when a store that ran
-            # webhook lookups (ingest, `hookd webhooks create`) closes; the
-            # throughput scenario's database, set up through the store API, is
-            # in this state.
-            conn = sqlite3.connect(db_path)
-            conn.execute("ANALYZE webhooks")
-            conn.close()
-            partial = _drain(db_path, total - 3 * 256, total - 6 * 256, close=False)
+            # The claim's plan may depend on planner statistics, so a few claims
+            # are timed in two states first.  First the database as written:
+            # SQLite: hookd never ANALYZEs explicitly; PostgreSQL: the
+            # statistics of the empty tables, as long as autovacuum has not
+            # analyzed them (it is off on the benchmark's server).
+            fresh = _drain(target, total, total - 3 * 256, close=False)
+            if postgres:
+                # Then fully analyzed (what autovacuum, or hookd copy, leaves).
+                db.analyze()
+            else:
+                # Webhooks only: what PRAGMA optimize leaves when a store that
+                # ran webhook lookups (ingest, `hookd webhooks create`) closes;
+                # the throughput scenario's database, set up through the store
+                # API, is in this state.
+                conn = sqlite3.connect(db.source)
+                conn.execute("ANALYZE webhooks")
+                conn.close()
+            partial = _drain(target, total - 3 * 256, total - 6 * 256, close=False)
             # The daemon facing the whole backlog.
-            probe_full = _probe(
-                Daemon(db_path, wd / "hookd.log"), receiver, sizes.backlog_probe_seconds
-            )
-            db = readonly_db(db_path)
-            queued = total - count_status(db, "delivered")
-            # hookd's clean shutdown runs PRAGMA optimize, which may ANALYZE.
-            stat1 = _has_stat1(db)
-            db.close()
+            daemon = Daemon(db.source, wd / "hookd.log", db.env())
+            probe_full = _probe(daemon, receiver, db, sizes.backlog_probe_seconds)
+            queued = total - db.count(DELIVERED)
+            if not postgres:
+                # hookd's clean shutdown runs PRAGMA optimize, which may ANALYZE.
+                extra["stat1_after_daemon_stop"] = bool(db.count(STAT1))
+                db.close()  # no reader held open through the drain
             # The store API draining it, claim by claim, down to ``left`` queued.
-            drain = _drain(db_path, queued, left)
+            drain = _drain(target, queued, left + 3 * 256 if postgres else left)
+            if postgres:
+                # Nothing vacuumed the drained rows (autovacuum is off on the
+                # benchmark's server): the end's claims, and after a VACUUM.
+                db.vacuum()
+                vacuumed = _drain(target, left + 3 * 256, left)
+                extra["claim_ms_end_vacuumed"] = median([x[2] for x in vacuumed["samples"]])
             # The daemon facing the last ``left``.
-            probe_small = _probe(Daemon(db_path, wd / "hookd.log"), receiver, 20.0, until_ok=left)
+            daemon = Daemon(db.source, wd / "hookd.log", db.env())
+            probe_small = _probe(daemon, receiver, db, 20.0, until_ok=left)
         finally:
             receiver.close()
     samples = [s for s in drain["samples"] if s[1] == 256] or drain["samples"]
@@ -134,12 +158,15 @@ def backlog(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
     claims = [w["claim_ms"] for w in windows.values()]
     rss = [w["rss_mb"] for w in windows.values()]
     return {
+        "backend": db.kind,
         "backlog": total,
         "prequeue_s": prequeue_s,
         "windows": windows,
         "claim_ms_no_stats": median([x[2] for x in fresh["samples"]]),
-        "claim_ms_webhook_stats_only": median([x[2] for x in partial["samples"]]),
-        "stat1_after_daemon_stop": stat1,
+        ("claim_ms_analyzed" if postgres else "claim_ms_webhook_stats_only"): median(
+            [x[2] for x in partial["samples"]]
+        ),
+        **extra,
         "claim_ms_start": windows["start"]["claim_ms"],
         "claim_ms_middle": windows["middle"]["claim_ms"],
         "claim_ms_end": windows["end"]["claim_ms"],
@@ -155,4 +182,7 @@ def backlog(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
         "daemon_rss_mb_full": probe_full["peak_rss_mb"],
         "daemon_rss_mb_small": probe_small["peak_rss_mb"],
         "daemon_deliveries_per_s_full": probe_full["deliveries_per_s"],
+        "daemon_postgres_cpu_us_per_delivery_full": probe_full.get(
+            "postgres_cpu_us_per_delivery", 0.0
+        ),
     }

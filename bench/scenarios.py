@@ -10,25 +10,26 @@ listen port.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
 
+from bench import db as backend
 from bench import setup_db
 from bench.backlog import backlog
 from bench.common import (
     Daemon,
-    count_status,
     cpu_seconds,
-    readonly_db,
     rss_mb,
     thread_cpu_seconds,
     tree_hwm_mb,
 )
 from bench.harness import FULL, QUICK, ReceiverProc, Sizes, Workdir
+from bench.nodes import nodes
 from bench.setup_db import Hook
 from bench.traffic import ingest, ingest_run, latency
+
+DELIVERED = "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
 
 __all__ = ["FULL", "QUICK", "SCENARIOS", "Sizes", "delivery_run", "ingest_run", "isolation_kinds"]
 
@@ -55,9 +56,9 @@ def delivery_run(
     """
     events = sizes.deliveries // len(kinds)
     healthy = events * kinds.count("o")
-    with Workdir(keep) as wd:
+    with Workdir(keep) as wd, backend.database(wd) as db:
         receiver = ReceiverProc()
-        daemon = Daemon(wd / "hookd.db", wd / "hookd.log")
+        daemon = Daemon(db.source, wd / "hookd.log", db.env())
         try:
             hooks = [
                 Hook(
@@ -67,22 +68,32 @@ def delivery_run(
                 for i, kind in enumerate(kinds)
             ]
             t = time.monotonic()
-            setup_db.prequeue_fanout(wd / "hookd.db", hooks, events)
+            setup_db.prequeue_fanout(db.source, hooks, events)
+            db.ready()
             if analyze:
                 # What-if: full planner statistics, i.e. the claim plan a pinned
                 # query would always get (not the default state; see backlog).
-                conn = sqlite3.connect(wd / "hookd.db")
-                conn.execute("ANALYZE")
-                conn.close()
+                db.analyze()
             prequeue_s = time.monotonic() - t
             daemon.start()
             pid = daemon.pid
             cpu0 = daemon.cpu()
             receiver_cpu0 = cpu_seconds(receiver.proc.pid)
             threads0 = thread_cpu_seconds(pid)
+            usage0 = db.usage()
             if on_ready is not None:
                 on_ready(daemon)
-            db = readonly_db(wd / "hookd.db")
+
+            def delivered_now() -> int:
+                # On PostgreSQL, arrivals at the receiver until they are all
+                # there: counting rows every 0.5 s would cost the server CPU
+                # that is being measured.
+                if db.kind != "sqlite":
+                    arrived = int(receiver.stats()["ok"])
+                    if arrived < healthy:
+                        return arrived
+                return db.count(DELIVERED)
+
             limit = max_seconds or max(120.0, sizes.deliveries / 200)
             rss_samples: list[float] = []
             timeline: list[tuple[float, int, float]] = []
@@ -91,7 +102,7 @@ def delivery_run(
             while time.monotonic() - daemon.ready_at < limit:
                 time.sleep(0.5)
                 rss_samples.append(rss_mb(pid))
-                delivered = count_status(db, "delivered")
+                delivered = delivered_now()
                 timeline.append(
                     (round(time.monotonic() - daemon.ready_at, 2), delivered, daemon.cpu() - cpu0)
                 )
@@ -100,13 +111,13 @@ def delivery_run(
                     break
             done_at = time.monotonic()
             cpu1 = daemon.cpu()
+            usage1 = db.usage()
             receiver_cpu = cpu_seconds(receiver.proc.pid) - receiver_cpu0
             threads1 = thread_cpu_seconds(pid)
             peak, rss_total = tree_hwm_mb(pid)
             processes = daemon.processes()
             stats = receiver.stats()
-            attempts = int(db.execute("SELECT count(*) FROM attempts").fetchone()[0])
-            db.close()
+            attempts = db.count("SELECT count(*) FROM attempts")
         finally:
             daemon.stop()
             receiver.close()
@@ -115,7 +126,15 @@ def delivery_run(
     span = stats["last_ok"] - stats["first_ok"]
     main_cpu = threads1.get(pid, 0.0) - threads0.get(pid, 0.0)
     cpu = cpu1 - cpu0
+    usage = db.report(usage0, usage1, delivered, "delivery")
+    seconds = done_at - daemon.ready_at
+    # What else kept the machine busy: the harness, other engineers' work.
+    usage["rest_cores"] = (
+        usage["machine_busy_cores"]
+        - (cpu + receiver_cpu + usage.get("postgres_all_cpu_s", 0.0)) / seconds
+    )
     return {
+        **usage,
         "complete": complete,
         "analyzed": analyze,
         "webhooks": len(kinds),
@@ -188,4 +207,6 @@ SCENARIOS: dict[str, Callable[[Sizes, bool], dict[str, Any]]] = {
     "backlog": backlog,
     "isolation": isolation,
     "dribble": dribble,
+    # PostgreSQL only (--postgres): two nodes on one database against one
+    "nodes": nodes,
 }

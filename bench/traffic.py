@@ -7,15 +7,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from bench import db as backend
 from bench import setup_db
 from bench.common import (
     Daemon,
     cpu_seconds,
     create_key,
-    readonly_db,
     spawn,
     stop,
     thread_cpu_seconds,
@@ -25,9 +24,19 @@ from bench.harness import ReceiverProc, Sizes, Workdir, host_port
 from bench.setup_db import Hook
 
 
-def _api_setup(wd: Path, url: str) -> str:
-    setup_db.create_hooks(wd / "hookd.db", [Hook(url)])
-    return create_key(wd / "hookd.db", setup_db.WORKSPACE)
+def _api_setup(db: backend.Database, hooks: list[Hook]) -> str:
+    """The webhooks, in the database the daemon will use, and an API key."""
+    setup_db.create_hooks(db.source, hooks)
+    db.ready()
+    return create_key(db.source, setup_db.WORKSPACE, db.env())
+
+
+def _per_event(result: dict[str, Any], events: float) -> None:
+    for what in ("daemon", "postgres"):
+        if f"{what}_cpu_s" in result:
+            result[f"{what}_cpu_us_per_event"] = (
+                result[f"{what}_cpu_s"] / events * 1e6 if events else 0.0
+            )
 
 
 def _loadgen(args: list[str]) -> subprocess.Popen[Any]:
@@ -38,7 +47,9 @@ def _loadgen(args: list[str]) -> subprocess.Popen[Any]:
     )
 
 
-def _drive(gen: subprocess.Popen[Any], daemon: Daemon, key: str) -> dict[str, Any]:
+def _drive(
+    gen: subprocess.Popen[Any], daemon: Daemon, key: str, db: backend.Database
+) -> dict[str, Any]:
     """Point the load generator at the daemon; measure the daemon over its window."""
     assert gen.stdin is not None
     assert gen.stdout is not None
@@ -46,14 +57,16 @@ def _drive(gen: subprocess.Popen[Any], daemon: Daemon, key: str) -> dict[str, An
     gen.stdin.write(json.dumps({"host": host, "port": port, "key": key}).encode() + b"\n")
     gen.stdin.flush()
     cpu0 = t0 = cpu1 = t1 = 0.0
+    usage0 = usage1 = db.usage()
     while line := gen.stdout.readline():
         msg = json.loads(line)
         if msg.get("phase") == "measure":
-            cpu0, t0 = daemon.cpu(), time.monotonic()
+            cpu0, t0, usage0 = daemon.cpu(), time.monotonic(), db.usage()
         elif msg.get("phase") == "done":
-            cpu1, t1 = daemon.cpu(), time.monotonic()
+            cpu1, t1, usage1 = daemon.cpu(), time.monotonic(), db.usage()
         elif "result" in msg:
             result = dict(msg["result"])
+            result.update(db.report(usage0, usage1))
             result["daemon_cpu_s"] = cpu1 - cpu0
             result["daemon_cpu_utilisation"] = (cpu1 - cpu0) / (t1 - t0) if t1 > t0 else 0.0
             return result
@@ -65,6 +78,7 @@ def _drive_ingest(
     daemon: Daemon,
     receiver: ReceiverProc,
     key: str,
+    db: backend.Database,
     on_start: Callable[[Daemon], None] | None = None,
 ) -> dict[str, Any]:
     """:func:`_drive`, plus the CPU of the load generator and receiver and per daemon thread.
@@ -80,13 +94,14 @@ def _drive_ingest(
     if on_start is not None:
         on_start(daemon)
 
-    def sample() -> tuple[float, float, float, float, dict[int, float]]:
+    def sample() -> tuple[float, float, float, float, dict[int, float], backend.Usage]:
         return (
             time.monotonic(),
             daemon.cpu(),
             cpu_seconds(gen.pid),
             cpu_seconds(receiver.proc.pid),
             thread_cpu_seconds(daemon.pid),
+            db.usage(),
         )
 
     first = last = None
@@ -100,6 +115,7 @@ def _drive_ingest(
             if first is None or last is None:
                 raise RuntimeError("load generator reported no measured window")
             result = dict(msg["result"])
+            result.update(db.report(first[5], last[5]))
             seconds = last[0] - first[0]
             result["daemon_cpu_s"] = last[1] - first[1]
             result["daemon_cpu_utilisation"] = result["daemon_cpu_s"] / seconds
@@ -131,15 +147,14 @@ def ingest_run(
     first attempts park the webhook, so every event is still fanned out and
     stored, but its delivery waits (as it does for a rate-limited customer).
     """
-    with Workdir(keep) as wd:
+    with Workdir(keep) as wd, backend.database(wd) as db:
         receiver = ReceiverProc()
-        daemon = Daemon(wd / "hookd.db", wd / "hookd.log")
+        daemon = Daemon(db.source, wd / "hookd.log", db.env())
         gen = None
         try:
             path = "/p/ingest" if parked else "/o/ingest"
             hook = Hook(receiver.url(path), events=("*",) if deliver else ("unsent.*",))
-            setup_db.create_hooks(wd / "hookd.db", [hook])
-            key = create_key(wd / "hookd.db", setup_db.WORKSPACE)
+            key = _api_setup(db, [hook])
             daemon.start()
             gen = _loadgen(
                 [
@@ -154,16 +169,11 @@ def ingest_run(
             )
             assert gen.stdout is not None
             json.loads(gen.stdout.readline())  # ready
-            result = _drive_ingest(gen, daemon, receiver, key, on_ready)
+            result = _drive_ingest(gen, daemon, receiver, key, db, on_ready)
             result["peak_rss_mb"] = tree_hwm_mb(daemon.pid)[0]
             result["delivered_meanwhile"] = int(receiver.stats()["ok"])
-            db = readonly_db(wd / "hookd.db")
-            result["events_in_db"] = int(db.execute("SELECT count(*) FROM events").fetchone()[0])
-            db.close()
-            accepted = result["accepted_in_window"]
-            result["daemon_cpu_us_per_event"] = (
-                result["daemon_cpu_s"] / accepted * 1e6 if accepted else 0.0
-            )
+            result["events_in_db"] = db.count("SELECT count(*) FROM events")
+            _per_event(result, result["accepted_in_window"])
         finally:
             if gen is not None:
                 stop(gen, 5)
@@ -191,8 +201,8 @@ def ingest(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
 
 
 def latency(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
-    with Workdir(keep) as wd:
-        daemon = Daemon(wd / "hookd.db", wd / "hookd.log")
+    with Workdir(keep) as wd, backend.database(wd) as db:
+        daemon = Daemon(db.source, wd / "hookd.log", db.env())
         gen = _loadgen(
             [
                 "latency",
@@ -205,13 +215,11 @@ def latency(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
         try:
             assert gen.stdout is not None
             port = int(json.loads(gen.stdout.readline())["port"])
-            key = _api_setup(wd, f"http://127.0.0.1:{port}/o/latency")
+            key = _api_setup(db, [Hook(f"http://127.0.0.1:{port}/o/latency")])
             daemon.start()
-            result = _drive(gen, daemon, key)
+            result = _drive(gen, daemon, key, db)
             result["peak_rss_mb"] = tree_hwm_mb(daemon.pid)[0]
-            result["daemon_cpu_us_per_event"] = (
-                result["daemon_cpu_s"] / (sizes.latency_rate * sizes.latency_seconds) * 1e6
-            )
+            _per_event(result, sizes.latency_rate * sizes.latency_seconds)
         finally:
             stop(gen, 5)
             daemon.stop()
