@@ -29,10 +29,10 @@ from hookd.storage.sqlite import SqliteStore
 
 def _store(db: str, batch: int) -> SqliteStore | PostgresStore:
     if db.startswith("postgresql://"):
-        # Not a node (no LISTEN, not counted among the nodes); the cluster's
-        # per-webhook limit no lower than SQLite's claim allows, so that both
-        # answer the same call.
-        return PostgresStore(db, listen=False, per_webhook_limit=batch)
+        # Not a node (no LISTEN, not counted among the nodes), with the
+        # daemon's default per_webhook_concurrency (32): the claim locks each
+        # webhook's candidates, so its cost follows this limit, as the daemon's does.
+        return PostgresStore(db, listen=False)
     return SqliteStore(Path(db))
 
 

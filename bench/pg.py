@@ -110,21 +110,22 @@ def copy_from_sqlite(source: Path, url: str) -> None:
 # hookd.storage.events.event_body makes it.
 _FILL_EVENTS = """
 INSERT INTO events (id, workspace_id, type, body, created_at)
-SELECT lpad(to_hex($2::bigint), 8, '0') || lpad(to_hex(i), 16, '0'), $1, 'bench.event',
+SELECT lpad(to_hex($2::bigint), 8, '0') || lpad(to_hex(i), 16, '0'), $1::text, 'bench.event',
        convert_to(format('{"id":"%s","type":"bench.event","createdAt":"%s","workspaceId":"%s",'
                          '"data":{"seq":%s}}',
                          lpad(to_hex($2::bigint), 8, '0') || lpad(to_hex(i), 16, '0'),
-                         $4, $1, i), 'UTF8'),
-       $3
-FROM generate_series(0, $5 - 1) AS i
+                         $4::text, $1::text, i), 'UTF8'),
+       $3::bigint
+FROM generate_series(0, $5::bigint - 1) AS i
 """
 _FILL_DELIVERIES = """
 INSERT INTO deliveries (id, workspace_id, event_id, webhook_id, event_type, status,
                         next_attempt_at, created_at, updated_at)
-SELECT lpad(to_hex($2::bigint), 8, '0') || lpad(to_hex((1::bigint << 62) + k), 16, '0'), $1,
+SELECT lpad(to_hex($2::bigint), 8, '0') || lpad(to_hex((1::bigint << 62) + k), 16, '0'), $1::text,
        lpad(to_hex($2::bigint), 8, '0') || lpad(to_hex(k / cardinality($4::text[])), 16, '0'),
-       ($4::text[])[k % cardinality($4::text[]) + 1], 'bench.event', 'pending', $3 - 1000, $3, $3
-FROM generate_series(0, $5 - 1) AS k
+       ($4::text[])[k % cardinality($4::text[]) + 1], 'bench.event', 'pending',
+       $3::bigint - 1000, $3::bigint, $3::bigint
+FROM generate_series(0, $5::bigint - 1) AS k
 """
 
 
