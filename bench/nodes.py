@@ -73,7 +73,6 @@ def drain(sizes: Sizes, nodes: int, keep: bool = False) -> dict[str, Any]:
             for d in daemons:
                 d.stop()
             receiver.close()
-        per_node = [d.log_counts(["delivery.attempt"])["delivery.attempt"] for d in daemons]
     seconds = usage1.at - usage0.at
     usage = db.report(usage0, usage1, delivered, "delivery")
     hookd = sum(b - a for a, b in zip(cpu0, cpu1, strict=True))
@@ -88,7 +87,6 @@ def drain(sizes: Sizes, nodes: int, keep: bool = False) -> dict[str, Any]:
         "delivered": delivered,
         "received_ok": int(stats["ok"]),
         "attempts": attempts,
-        "attempts_per_node": per_node,
         "complete": delivered >= events * sizes.webhooks,
         "nodes_started_s": started_s,
         "deliveries_per_s": stats["ok"] / span if span > 0 else 0.0,
