@@ -3,6 +3,7 @@
     .venv/bin/python -m bench run                 # all scenarios, 3 runs each (backlog 1)
     .venv/bin/python -m bench run --quick         # smaller sizes, 1 run: for development
     .venv/bin/python -m bench run -s throughput -s isolation --runs 5
+    .venv/bin/python -m bench run --postgres -s throughput -s nodes   # on PostgreSQL
     .venv/bin/python -m bench profile             # py-spy on the daemon during throughput
 
 Prints a table of medians against hookd's targets and writes every run's
@@ -25,9 +26,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench import common, profile, soak, tenants
+from bench import common, pg, profile, soak, tenants
+from bench import db as backend
 from bench.common import git_state, install_cleanup, median
 from bench.scenarios import FULL, QUICK, SCENARIOS, Sizes
+from hookd.storage.postgres.connection import redacted
 
 # Run only when named (-s), once unless --runs says otherwise: the
 # multi-tenant scenarios and the soak.
@@ -120,8 +123,48 @@ ROWS: list[tuple[str, str, str, str, float | None, bool]] = [
         True,
     ),
     ("isolation_analyzed", "ratio", "healthy vs the whole clean run (stricter)", "", 0.90, True),
+    # PostgreSQL (--postgres): the server's CPU, beside the daemon's
+    (
+        "throughput",
+        "postgres_cpu_us_per_delivery",
+        "PostgreSQL CPU per delivery",
+        "µs",
+        None,
+        False,
+    ),
+    ("throughput", "postgres_cores", "PostgreSQL CPU utilisation", "cores", None, True),
+    ("ingest", "postgres_cpu_us_per_event", "PostgreSQL CPU per event", "µs", None, False),
+    (
+        "ingest",
+        "parked_postgres_cpu_us_per_event",
+        "parked: PostgreSQL CPU per event",
+        "µs",
+        None,
+        False,
+    ),
+    ("latency", "postgres_cpu_us_per_event", "PostgreSQL CPU per event @1000/s", "µs", None, False),
+    ("backlog", "claim_ms_analyzed", "claim_due(256), full, ANALYZEd", "ms", None, False),
+    ("backlog", "claim_ms_end_vacuumed", "claim_due(256) at end, after VACUUM", "ms", None, False),
+    ("nodes", "one_deliveries_per_s", "deliveries/s, one node", "/s", 5000, True),
+    ("nodes", "two_deliveries_per_s", "deliveries/s, two nodes", "/s", None, True),
+    ("nodes", "two_over_one", "two nodes against one", "x", None, True),
+    ("nodes", "one_hookd_cores", "one node: hookd cores", "cores", None, True),
+    ("nodes", "one_postgres_all_cores", "one node: PostgreSQL cores", "cores", None, True),
+    ("nodes", "two_hookd_cores", "two nodes: hookd cores", "cores", None, True),
+    ("nodes", "two_postgres_all_cores", "two nodes: PostgreSQL cores", "cores", None, True),
+    ("nodes", "two_receiver_cores", "two nodes: receiver cores", "cores", None, True),
+    ("nodes", "two_rest_cores", "two nodes: rest of the machine", "cores", None, True),
+    ("nodes", "two_machine_steal_cores", "two nodes: steal", "cores", None, True),
 ]
 ROWS += tenants.ROWS + soak.ROWS
+# The targets for one node on PostgreSQL, where they differ from SQLite's.
+POSTGRES_TARGETS: dict[tuple[str, str], float | None] = {
+    ("throughput", "deliveries/s (one process)"): 5000,
+    ("throughput", "deliveries/s (whole machine)"): None,
+    ("throughput", "daemon CPU per delivery"): None,
+    ("ingest", "events/s accepted (64 clients)"): 3000,
+    ("ingest", "events/s, delivery parked by a 429"): 3000,
+}
 WHAT_IF = ("throughput", "isolation")
 # Scenarios measured against the clean throughput run, each run paired with one.
 RELATIVE = ("isolation", "dribble")
@@ -157,6 +200,8 @@ def table(summary: dict[str, Any]) -> str:
         med = summary.get(scenario, {}).get("median", {})
         if key not in med:
             continue
+        if med.get("backend") == "postgresql":
+            target = POSTGRES_TARGETS.get((scenario, label), target)
         value = med[key]
         shown = _fmt(value, unit) + (f" {unit}" if unit not in ("", "x", "cores") else "")
         verdict = ""
@@ -191,7 +236,10 @@ def run(args: argparse.Namespace) -> int:
         common.EXTRA_DAEMON_ENV[name] = value
     tenants.configure(args)
     soak.configure(args)
-    chosen = args.scenario or list(SCENARIOS)
+    if args.postgres is not None:
+        backend.POSTGRES = args.postgres or os.environ.get("BENCH_POSTGRES") or pg.SERVER
+    # nodes: PostgreSQL only
+    chosen = args.scenario or [s for s in SCENARIOS if s != "nodes" or backend.POSTGRES]
     clean_from: dict[str, Any] | None = None
     if args.clean_from:
         clean_from = json.loads(Path(args.clean_from).read_text())["scenarios"]["throughput"]
@@ -221,6 +269,8 @@ def run(args: argparse.Namespace) -> int:
                 "hookd_commit": os.environ.get("BENCH_HOOKD_COMMIT") or git_state(REPO)["commit"],
                 "hookd_path": _hookd_path(),
                 "daemon_env": dict(common.EXTRA_DAEMON_ENV),
+                "backend": backend.backend(),
+                "postgres": redacted(backend.POSTGRES) if backend.POSTGRES else None,
             },
             "scenarios": summary,
         }
@@ -329,6 +379,15 @@ def _brief(name: str, r: dict[str, Any]) -> str:
         "backlog": ("claim_ms_start", "claim_ms_middle", "claim_ms_end", "daemon_rss_mb_full"),
         **tenants.BRIEF,
         **soak.BRIEF,
+        "nodes": (
+            "one_deliveries_per_s",
+            "two_deliveries_per_s",
+            "one_hookd_cores",
+            "one_postgres_all_cores",
+            "two_hookd_cores",
+            "two_postgres_all_cores",
+            "two_machine_steal_cores",
+        ),
     }[name]
     return ", ".join(f"{k}={r[k]:.1f}" if isinstance(r[k], float) else f"{k}={r[k]}" for k in keys)
 
@@ -349,6 +408,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--backlog", type=int, help="backlog size")
     r.add_argument(
         "--ingest-clients", type=int, help="concurrent clients of the ingest scenario (default 64)"
+    )
+    r.add_argument(
+        "--postgres",
+        nargs="?",
+        const="",
+        metavar="URL",
+        help="run hookd on PostgreSQL: a database of each run's own on this server"
+        f" (default $BENCH_POSTGRES or {pg.SERVER}), dropped after the run",
     )
     r.add_argument("--out", help="JSON output (default bench/results/latest.json)")
     r.add_argument("--keep", action="store_true", help="keep each run's directory")

@@ -1,11 +1,12 @@
 """Drain a large backlog through the store API with a fake, instant "send".
 
-Run as its own process (``python -m bench.backlog_worker DB``) so that its RSS
+Run as its own process (``python -m bench.backlog_worker DB``, a SQLite file or a
+``postgresql://`` URL) so that its RSS
 is that of a store and a claim loop, not of the benchmark's bookkeeping.  Each
 round claims up to ``--batch`` due deliveries with ``SqliteStore.claim_due``
 (timed) and records every one of them as delivered with one
-``record_attempts`` call (timed; one group-committed transaction), exactly
-the calls the scheduler makes.  Prints one JSON line: a sample per round.
+``record_attempts`` call (timed; one group-committed transaction, on
+PostgreSQL one turn), exactly the calls the scheduler makes.  Prints one JSON line: a sample per round.
 """
 
 from __future__ import annotations
@@ -22,13 +23,23 @@ from bench.common import hwm_mb, rss_mb
 from hookd.lifecycle import Transition
 from hookd.models import Status
 from hookd.storage.base import AttemptRecord
+from hookd.storage.postgres import PostgresStore
 from hookd.storage.sqlite import SqliteStore
 
 
+def _store(db: str, batch: int) -> SqliteStore | PostgresStore:
+    if db.startswith("postgresql://"):
+        # Not a node (no LISTEN, not counted among the nodes), with the
+        # daemon's default per_webhook_concurrency (32): the claim locks each
+        # webhook's candidates, so its cost follows this limit, as the daemon's does.
+        return PostgresStore(db, listen=False)
+    return SqliteStore(Path(db))
+
+
 async def drain(
-    db: Path, total: int, batch: int, stop_at: int, close: bool = True
+    db: str, total: int, batch: int, stop_at: int, close: bool = True
 ) -> dict[str, Any]:
-    store = SqliteStore(db)
+    store = _store(db, batch)
     await store.open()
     pid = os.getpid()
     samples: list[tuple[int, int, float, float, float]] = []
@@ -91,7 +102,7 @@ async def drain(
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.backlog_worker")
-    p.add_argument("db", type=Path)
+    p.add_argument("db", help="a SQLite file or a postgresql:// URL")
     p.add_argument("--total", type=int, required=True, help="deliveries queued now")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--stop-at", type=int, default=0, help="leave this many queued")

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from bench.common import run_fast
-from bench.scenarios import ReceiverProc
+from bench.harness import ReceiverProc
 from hookd.sender import AddressPolicy, Sender, signature_headers
 
 POLICY = AddressPolicy(["127.0.0.0/8"])

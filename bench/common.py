@@ -226,11 +226,11 @@ def hookd_env(db_path: Path, extra: dict[str, str] | None = None) -> dict[str, s
     return env
 
 
-def create_key(db_path: Path, workspace: str) -> str:
+def create_key(db_path: Path, workspace: str, extra: dict[str, str] | None = None) -> str:
     """``hookd keys create --workspace ...``: the first output line is the key."""
     out = subprocess.run(
         [sys.executable, "-m", "hookd.cli", "keys", "create", "--workspace", workspace],
-        env=hookd_env(db_path),
+        env=hookd_env(db_path, extra),
         check=True,
         capture_output=True,
         text=True,
@@ -256,6 +256,11 @@ class Daemon:
         return self.proc.pid
 
     def start(self, timeout: float = 60.0) -> None:
+        self.launch()
+        self.wait_started(timeout)
+
+    def launch(self) -> None:
+        """Start the process; :meth:`wait_started` waits for it to listen."""
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         # BENCH_DAEMON_WRAPPER: a script run instead of ``-m hookd.cli`` (for
         # ad-hoc instrumentation); it gets the same arguments.
@@ -267,6 +272,9 @@ class Daemon:
             stdout=subprocess.DEVNULL,
             stderr=self._log,
         )
+
+    def wait_started(self, timeout: float = 60.0) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,4 +1,6 @@
-"""The benchmark scenarios.  Each one returns a JSON-able dict for one run.
+"""The benchmark scenarios (the registry) and the delivery ones: throughput,
+isolation, dribble.  Each returns a JSON-able dict for one run; ingest and
+latency live in ``traffic.py``, backlog in ``backlog.py``.
 
 Every run gets a fresh directory (database, daemon log); the daemon runs with
 its default configuration (signing, attempt records, metrics, JSON logs to a
@@ -8,102 +10,28 @@ listen port.
 
 from __future__ import annotations
 
-import json
-import shutil
-import sqlite3
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from bench import db as backend
 from bench import setup_db
+from bench.backlog import backlog
 from bench.common import (
     Daemon,
-    count_status,
     cpu_seconds,
-    create_key,
-    median,
-    readonly_db,
     rss_mb,
-    spawn,
-    stop,
     thread_cpu_seconds,
     tree_hwm_mb,
 )
+from bench.harness import FULL, QUICK, ReceiverProc, Sizes, Workdir
+from bench.nodes import nodes
 from bench.setup_db import Hook
+from bench.traffic import ingest, ingest_run, latency
 
+DELIVERED = "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
 
-@dataclass(frozen=True)
-class Sizes:
-    deliveries: int = 100_000
-    webhooks: int = 50
-    ingest_seconds: float = 10.0
-    ingest_concurrency: int = 64
-    latency_rate: float = 1000.0
-    latency_seconds: float = 15.0
-    backlog: int = 1_000_000
-    backlog_probe_seconds: float = 15.0
-    hang_timeout_ms: int = 2000
-    # ANALYZE the throughput/isolation databases before the daemon starts (what-if).
-    analyze: bool = False
-
-
-FULL = Sizes()
-QUICK = Sizes(
-    deliveries=20_000,
-    ingest_seconds=5.0,
-    latency_seconds=5.0,
-    backlog=100_000,
-    backlog_probe_seconds=5.0,
-)
-
-
-class Workdir:
-    def __init__(self, keep: bool) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix="hookd-bench-"))
-        self.keep = keep
-
-    def __enter__(self) -> Path:
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        if not self.keep:
-            shutil.rmtree(self.path, ignore_errors=True)
-
-
-class ReceiverProc:
-    """``python -m bench.receiver`` in its own process; stats over its stdin/stdout."""
-
-    def __init__(self) -> None:
-        self.proc = spawn(
-            [sys.executable, "-m", "bench.receiver"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        assert self.proc.stdout is not None
-        self.port = int(json.loads(self.proc.stdout.readline())["port"])
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stats(self) -> dict[str, float]:
-        assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        self.proc.stdin.write(b"stats\n")
-        self.proc.stdin.flush()
-        return dict(json.loads(self.proc.stdout.readline()))
-
-    def close(self) -> None:
-        stop(self.proc, 5)
-
-
-def _host_port(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host, int(port)
+__all__ = ["FULL", "QUICK", "SCENARIOS", "Sizes", "delivery_run", "ingest_run", "isolation_kinds"]
 
 
 # -- throughput and isolation ----------------------------------------------------------
@@ -128,9 +56,9 @@ def delivery_run(
     """
     events = sizes.deliveries // len(kinds)
     healthy = events * kinds.count("o")
-    with Workdir(keep) as wd:
+    with Workdir(keep) as wd, backend.database(wd) as db:
         receiver = ReceiverProc()
-        daemon = Daemon(wd / "hookd.db", wd / "hookd.log")
+        daemon = Daemon(db.source, wd / "hookd.log", db.env())
         try:
             hooks = [
                 Hook(
@@ -140,22 +68,32 @@ def delivery_run(
                 for i, kind in enumerate(kinds)
             ]
             t = time.monotonic()
-            setup_db.prequeue_fanout(wd / "hookd.db", hooks, events)
+            setup_db.prequeue_fanout(db.source, hooks, events)
+            db.ready()
             if analyze:
                 # What-if: full planner statistics, i.e. the claim plan a pinned
                 # query would always get (not the default state; see backlog).
-                conn = sqlite3.connect(wd / "hookd.db")
-                conn.execute("ANALYZE")
-                conn.close()
+                db.analyze()
             prequeue_s = time.monotonic() - t
             daemon.start()
             pid = daemon.pid
             cpu0 = daemon.cpu()
             receiver_cpu0 = cpu_seconds(receiver.proc.pid)
             threads0 = thread_cpu_seconds(pid)
+            usage0 = db.usage()
             if on_ready is not None:
                 on_ready(daemon)
-            db = readonly_db(wd / "hookd.db")
+
+            def delivered_now() -> int:
+                # On PostgreSQL, arrivals at the receiver until they are all
+                # there: counting rows every 0.5 s would cost the server CPU
+                # that is being measured.
+                if db.kind != "sqlite":
+                    arrived = int(receiver.stats()["ok"])
+                    if arrived < healthy:
+                        return arrived
+                return db.count(DELIVERED)
+
             limit = max_seconds or max(120.0, sizes.deliveries / 200)
             rss_samples: list[float] = []
             timeline: list[tuple[float, int, float]] = []
@@ -164,7 +102,7 @@ def delivery_run(
             while time.monotonic() - daemon.ready_at < limit:
                 time.sleep(0.5)
                 rss_samples.append(rss_mb(pid))
-                delivered = count_status(db, "delivered")
+                delivered = delivered_now()
                 timeline.append(
                     (round(time.monotonic() - daemon.ready_at, 2), delivered, daemon.cpu() - cpu0)
                 )
@@ -173,13 +111,13 @@ def delivery_run(
                     break
             done_at = time.monotonic()
             cpu1 = daemon.cpu()
+            usage1 = db.usage()
             receiver_cpu = cpu_seconds(receiver.proc.pid) - receiver_cpu0
             threads1 = thread_cpu_seconds(pid)
             peak, rss_total = tree_hwm_mb(pid)
             processes = daemon.processes()
             stats = receiver.stats()
-            attempts = int(db.execute("SELECT count(*) FROM attempts").fetchone()[0])
-            db.close()
+            attempts = db.count("SELECT count(*) FROM attempts")
         finally:
             daemon.stop()
             receiver.close()
@@ -188,7 +126,15 @@ def delivery_run(
     span = stats["last_ok"] - stats["first_ok"]
     main_cpu = threads1.get(pid, 0.0) - threads0.get(pid, 0.0)
     cpu = cpu1 - cpu0
+    usage = db.report(usage0, usage1, delivered, "delivery")
+    seconds = done_at - daemon.ready_at
+    # What else kept the machine busy: the harness, other engineers' work.
+    usage["rest_cores"] = (
+        usage["machine_busy_cores"]
+        - (cpu + receiver_cpu + usage.get("postgres_all_cpu_s", 0.0)) / seconds
+    )
     return {
+        **usage,
         "complete": complete,
         "analyzed": analyze,
         "webhooks": len(kinds),
@@ -254,347 +200,6 @@ def dribble(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
     return delivery_run(sizes, dribble_kinds(sizes.webhooks), keep=keep)
 
 
-# -- ingest and latency ------------------------------------------------------------------
-
-
-def _api_setup(wd: Path, url: str) -> str:
-    setup_db.create_hooks(wd / "hookd.db", [Hook(url)])
-    return create_key(wd / "hookd.db", setup_db.WORKSPACE)
-
-
-def _loadgen(args: list[str]) -> subprocess.Popen[Any]:
-    return spawn(
-        [sys.executable, "-m", "bench.loadgen", *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-
-
-def _drive(gen: subprocess.Popen[Any], daemon: Daemon, key: str) -> dict[str, Any]:
-    """Point the load generator at the daemon; measure the daemon over its window."""
-    assert gen.stdin is not None
-    assert gen.stdout is not None
-    host, port = _host_port(daemon.listen)
-    gen.stdin.write(json.dumps({"host": host, "port": port, "key": key}).encode() + b"\n")
-    gen.stdin.flush()
-    cpu0 = t0 = cpu1 = t1 = 0.0
-    while line := gen.stdout.readline():
-        msg = json.loads(line)
-        if msg.get("phase") == "measure":
-            cpu0, t0 = daemon.cpu(), time.monotonic()
-        elif msg.get("phase") == "done":
-            cpu1, t1 = daemon.cpu(), time.monotonic()
-        elif "result" in msg:
-            result = dict(msg["result"])
-            result["daemon_cpu_s"] = cpu1 - cpu0
-            result["daemon_cpu_utilisation"] = (cpu1 - cpu0) / (t1 - t0) if t1 > t0 else 0.0
-            return result
-    raise RuntimeError(f"load generator ended without a result: {daemon.log_tail()}")
-
-
-def _drive_ingest(
-    gen: subprocess.Popen[Any],
-    daemon: Daemon,
-    receiver: ReceiverProc,
-    key: str,
-    on_start: Callable[[Daemon], None] | None = None,
-) -> dict[str, Any]:
-    """:func:`_drive`, plus the CPU of the load generator and receiver and per daemon thread.
-
-    All of them share the machine's two cores with the daemon, so their cost is
-    part of the figure.
-    """
-    assert gen.stdin is not None
-    assert gen.stdout is not None
-    host, port = _host_port(daemon.listen)
-    gen.stdin.write(json.dumps({"host": host, "port": port, "key": key}).encode() + b"\n")
-    gen.stdin.flush()
-    if on_start is not None:
-        on_start(daemon)
-
-    def sample() -> tuple[float, float, float, float, dict[int, float]]:
-        return (
-            time.monotonic(),
-            daemon.cpu(),
-            cpu_seconds(gen.pid),
-            cpu_seconds(receiver.proc.pid),
-            thread_cpu_seconds(daemon.pid),
-        )
-
-    first = last = None
-    while line := gen.stdout.readline():
-        msg = json.loads(line)
-        if msg.get("phase") == "measure":
-            first = sample()
-        elif msg.get("phase") == "done":
-            last = sample()
-        elif "result" in msg:
-            if first is None or last is None:
-                raise RuntimeError("load generator reported no measured window")
-            result = dict(msg["result"])
-            seconds = last[0] - first[0]
-            result["daemon_cpu_s"] = last[1] - first[1]
-            result["daemon_cpu_utilisation"] = result["daemon_cpu_s"] / seconds
-            result["loadgen_cpu_utilisation"] = (last[2] - first[2]) / seconds
-            result["receiver_cpu_utilisation"] = (last[3] - first[3]) / seconds
-            main = daemon.pid
-            result["daemon_main_thread_cpu_utilisation"] = (
-                last[4].get(main, 0.0) - first[4].get(main, 0.0)
-            ) / seconds
-            return result
-    raise RuntimeError(f"load generator ended without a result: {daemon.log_tail()}")
-
-
-def ingest_run(
-    sizes: Sizes,
-    *,
-    batch: int = 0,
-    keep: bool = False,
-    on_ready: Callable[[Daemon], None] | None = None,
-    deliver: bool = True,
-    parked: bool = False,
-) -> dict[str, Any]:
-    """``sizes.ingest_concurrency`` closed-loop clients (64 unless ``--ingest-clients``) on
-    ``POST /v1/events`` (or ``/v1/events/batch``, ``batch`` each).
-
-    ``deliver=False`` subscribes the one webhook to a type the clients never
-    send: ingest alone, for telling its cost from delivery's.  ``parked=True``
-    points it at an endpoint that answers 429 with ``Retry-After: 3600``: the
-    first attempts park the webhook, so every event is still fanned out and
-    stored, but its delivery waits (as it does for a rate-limited customer).
-    """
-    with Workdir(keep) as wd:
-        receiver = ReceiverProc()
-        daemon = Daemon(wd / "hookd.db", wd / "hookd.log")
-        gen = None
-        try:
-            path = "/p/ingest" if parked else "/o/ingest"
-            hook = Hook(receiver.url(path), events=("*",) if deliver else ("unsent.*",))
-            setup_db.create_hooks(wd / "hookd.db", [hook])
-            key = create_key(wd / "hookd.db", setup_db.WORKSPACE)
-            daemon.start()
-            gen = _loadgen(
-                [
-                    "ingest",
-                    "--concurrency",
-                    str(sizes.ingest_concurrency),
-                    "--duration",
-                    str(sizes.ingest_seconds),
-                    "--batch",
-                    str(batch),
-                ]
-            )
-            assert gen.stdout is not None
-            json.loads(gen.stdout.readline())  # ready
-            result = _drive_ingest(gen, daemon, receiver, key, on_ready)
-            result["peak_rss_mb"] = tree_hwm_mb(daemon.pid)[0]
-            result["delivered_meanwhile"] = int(receiver.stats()["ok"])
-            db = readonly_db(wd / "hookd.db")
-            result["events_in_db"] = int(db.execute("SELECT count(*) FROM events").fetchone()[0])
-            db.close()
-            accepted = result["accepted_in_window"]
-            result["daemon_cpu_us_per_event"] = (
-                result["daemon_cpu_s"] / accepted * 1e6 if accepted else 0.0
-            )
-        finally:
-            if gen is not None:
-                stop(gen, 5)
-            daemon.stop()
-            receiver.close()
-    return result
-
-
-# Events per request in the batch half of the ingest scenario.
-INGEST_BATCH = 100
-
-
-def ingest(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
-    """Single-event ingest while every event is delivered on the same cores, the same
-    clients on the batch route (``batch_*`` keys), and single-event ingest while a
-    429 parks the delivery (``parked_*``: the ingest path's own capacity)."""
-    result = ingest_run(sizes, keep=keep)
-    for prefix, run in (
-        ("batch", ingest_run(sizes, batch=INGEST_BATCH, keep=keep)),
-        ("parked", ingest_run(sizes, parked=True, keep=keep)),
-    ):
-        for name, value in run.items():
-            result[f"{prefix}_{name}"] = value
-    return result
-
-
-def latency(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
-    with Workdir(keep) as wd:
-        daemon = Daemon(wd / "hookd.db", wd / "hookd.log")
-        gen = _loadgen(
-            [
-                "latency",
-                "--rate",
-                str(sizes.latency_rate),
-                "--duration",
-                str(sizes.latency_seconds),
-            ]
-        )
-        try:
-            assert gen.stdout is not None
-            port = int(json.loads(gen.stdout.readline())["port"])
-            key = _api_setup(wd, f"http://127.0.0.1:{port}/o/latency")
-            daemon.start()
-            result = _drive(gen, daemon, key)
-            result["peak_rss_mb"] = tree_hwm_mb(daemon.pid)[0]
-            result["daemon_cpu_us_per_event"] = (
-                result["daemon_cpu_s"] / (sizes.latency_rate * sizes.latency_seconds) * 1e6
-            )
-        finally:
-            stop(gen, 5)
-            daemon.stop()
-    return result
-
-
-# -- backlog -----------------------------------------------------------------------------
-
-
-def _probe(
-    daemon: Daemon, receiver: ReceiverProc, seconds: float, until_ok: int | None = None
-) -> dict[str, Any]:
-    """Run the daemon for ``seconds`` (or until ``until_ok`` arrivals): rate, CPU, RSS."""
-    base = receiver.stats()["ok"]
-    daemon.start()
-    pid = daemon.pid
-    rss_ready = rss_mb(pid)
-    cpu0 = daemon.cpu()
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < seconds:
-        time.sleep(0.25)
-        if until_ok is not None and receiver.stats()["ok"] - base >= until_ok:
-            break
-    elapsed = time.monotonic() - t0
-    stats = receiver.stats()
-    out = {
-        "seconds": elapsed,
-        "delivered": int(stats["ok"] - base),
-        "deliveries_per_s": (stats["ok"] - base) / elapsed,
-        "cpu_us_per_delivery": (daemon.cpu() - cpu0) / max(stats["ok"] - base, 1) * 1e6,
-        "rss_mb_ready": rss_ready,
-        "rss_mb_end": rss_mb(pid),
-        "peak_rss_mb": tree_hwm_mb(pid)[0],
-    }
-    daemon.stop(30)
-    return out
-
-
-def _window(samples: list[list[float]], centre: int, width: int = 20) -> dict[str, float]:
-    lo = max(0, min(len(samples) - width, centre - width // 2))
-    part = samples[lo : lo + width]
-    return {
-        "queued": part[0][0],
-        "claim_ms": median([s[2] for s in part]),
-        "record_ms": median([s[3] for s in part]),
-        "rss_mb": median([s[4] for s in part]),
-    }
-
-
-def _drain(db_path: Path, queued: int, stop_at: int, close: bool = True) -> dict[str, Any]:
-    worker = spawn(
-        [
-            sys.executable,
-            "-m",
-            "bench.backlog_worker",
-            str(db_path),
-            "--total",
-            str(queued),
-            "--stop-at",
-            str(stop_at),
-            *([] if close else ["--no-close"]),
-        ],
-        stdout=subprocess.PIPE,
-    )
-    out, _ = worker.communicate(timeout=3600)
-    stop(worker)
-    return dict(json.loads(out))
-
-
-def _has_stat1(db: Any) -> bool:
-    return bool(
-        db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone()[0]
-    )
-
-
-def backlog(sizes: Sizes, keep: bool = False) -> dict[str, Any]:
-    total = sizes.backlog
-    left = 1000
-    with Workdir(keep) as wd:
-        db_path = wd / "hookd.db"
-        receiver = ReceiverProc()
-        try:
-            hook_ids = setup_db.create_hooks(
-                db_path, [Hook(receiver.url(f"/o/{i}")) for i in range(sizes.webhooks)]
-            )
-            t = time.monotonic()
-            setup_db.prequeue_bulk(db_path, hook_ids, total)
-            prequeue_s = time.monotonic() - t
-            # SQLite's plan for the claim depends on planner statistics
-            # (sqlite_stat1), so a few claims are timed in two states first.
-            # None: the database as written (hookd never ANALYZEs explicitly).
-            fresh = _drain(db_path, total, total - 3 * 256, close=False)
-            # Webhooks only: what PRAGMA optimize leaves when a store that ran
-            # webhook lookups (ingest, `hookd webhooks create`) closes; the
-            # throughput scenario's database, set up through the store API, is
-            # in this state.
-            conn = sqlite3.connect(db_path)
-            conn.execute("ANALYZE webhooks")
-            conn.close()
-            partial = _drain(db_path, total - 3 * 256, total - 6 * 256, close=False)
-            # The daemon facing the whole backlog.
-            probe_full = _probe(
-                Daemon(db_path, wd / "hookd.log"), receiver, sizes.backlog_probe_seconds
-            )
-            db = readonly_db(db_path)
-            queued = total - count_status(db, "delivered")
-            # hookd's clean shutdown runs PRAGMA optimize, which may ANALYZE.
-            stat1 = _has_stat1(db)
-            db.close()
-            # The store API draining it, claim by claim, down to ``left`` queued.
-            drain = _drain(db_path, queued, left)
-            # The daemon facing the last ``left``.
-            probe_small = _probe(Daemon(db_path, wd / "hookd.log"), receiver, 20.0, until_ok=left)
-        finally:
-            receiver.close()
-    samples = [s for s in drain["samples"] if s[1] == 256] or drain["samples"]
-    windows = {
-        "start": _window(samples, 0),
-        "middle": next(
-            (_window(samples, i) for i, s in enumerate(samples) if s[0] <= queued / 2),
-            _window(samples, len(samples) // 2),
-        ),
-        "end": _window(samples, len(samples)),
-    }
-    claims = [w["claim_ms"] for w in windows.values()]
-    rss = [w["rss_mb"] for w in windows.values()]
-    return {
-        "backlog": total,
-        "prequeue_s": prequeue_s,
-        "windows": windows,
-        "claim_ms_no_stats": median([x[2] for x in fresh["samples"]]),
-        "claim_ms_webhook_stats_only": median([x[2] for x in partial["samples"]]),
-        "stat1_after_daemon_stop": stat1,
-        "claim_ms_start": windows["start"]["claim_ms"],
-        "claim_ms_middle": windows["middle"]["claim_ms"],
-        "claim_ms_end": windows["end"]["claim_ms"],
-        "claim_ms_max_over_min": max(claims) / min(claims) if min(claims) > 0 else 0.0,
-        "worker_rss_mb_start": rss[0],
-        "worker_rss_mb_middle": rss[1],
-        "worker_rss_mb_end": rss[2],
-        "worker_peak_rss_mb": drain["hwm_mb"],
-        "store_drain_jobs_per_s": drain["jobs_per_s"],
-        "store_drained": drain["drained"],
-        "daemon_full_backlog": probe_full,
-        "daemon_small_backlog": probe_small,
-        "daemon_rss_mb_full": probe_full["peak_rss_mb"],
-        "daemon_rss_mb_small": probe_small["peak_rss_mb"],
-        "daemon_deliveries_per_s_full": probe_full["deliveries_per_s"],
-    }
-
-
 SCENARIOS: dict[str, Callable[[Sizes, bool], dict[str, Any]]] = {
     "throughput": throughput,
     "ingest": ingest,
@@ -602,4 +207,6 @@ SCENARIOS: dict[str, Callable[[Sizes, bool], dict[str, Any]]] = {
     "backlog": backlog,
     "isolation": isolation,
     "dribble": dribble,
+    # PostgreSQL only (--postgres): two nodes on one database against one
+    "nodes": nodes,
 }
