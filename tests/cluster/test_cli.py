@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -61,11 +60,7 @@ def test_migrate_creates_the_schema_once_on_postgres_and_sqlite(
 
 def test_a_cli_store_stays_out_of_the_clusters_control(pg_url: str) -> None:
     """A CLI command neither leads (retention, figures) nor is woken, even alone."""
-    os.environ["HOOKD_DATABASE_URL"] = pg_url
-    try:
-        config = load_config(None)
-    finally:
-        del os.environ["HOOKD_DATABASE_URL"]
+    config = load_config(None, {"HOOKD_DATABASE_URL": pg_url})
 
     async def woken_and_leading(store: Store, tries: int) -> tuple[bool, bool]:
         woken = asyncio.Event()
