@@ -95,21 +95,19 @@ class GroupCommit(Generic[I, R]):
                 taken = {id(entry) for entry in light}
                 self._queue = [entry for entry in self._queue if id(entry) not in taken]
                 return light
-        size = self._group_size()
+        # As many as fit under max_weight (an item heavier than it goes alone).
+        size, total, held_heavy = 0, 0, False
+        for item, _fut in self._queue[: self._max_batch]:
+            weight = weigh(item)
+            if size > 0 and total + weight > max_weight:
+                break
+            size += 1
+            total += weight
+            held_heavy = held_heavy or weight > heavy
         batch = self._queue[:size]
         del self._queue[:size]
-        self._light_turn = any(weigh(item) > heavy for item, _fut in batch)
+        self._light_turn = held_heavy
         return batch
-
-    def _group_size(self) -> int:
-        if self._weigh is None or self._max_weight is None:
-            return self._max_batch
-        total = 0
-        for size, (item, _fut) in enumerate(self._queue[: self._max_batch]):
-            total += self._weigh(item)
-            if total > self._max_weight and size > 0:
-                return size
-        return min(len(self._queue), self._max_batch)
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is committed (or failed)."""
