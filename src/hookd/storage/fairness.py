@@ -86,11 +86,11 @@ def top_ups(lanes: Iterable[Lane], wanted: int) -> dict[str, int]:
             each = -(-short // len(open_lanes))
             still_open = []
             for lane in open_lanes:
-                now = out.get(lane.webhook, lane.got)
-                extra = min(each, lane.room - now, short)
-                if extra <= 0:
-                    continue
-                out[lane.webhook] = now + extra
+                has = out.get(lane.webhook, lane.got)
+                extra = min(each, lane.room - has, short)
+                if extra <= 0:  # the shortfall is made up
+                    break
+                out[lane.webhook] = has + extra
                 short -= extra
                 if out[lane.webhook] < lane.room:
                     still_open.append(lane)

@@ -314,7 +314,11 @@ class SqliteScheduling:
         again = top_ups(
             (
                 Lane(
-                    ws, hook, len(lanes[hook][1]), room.get(hook, default_room), len(rows) >= may_go
+                    ws,
+                    hook,
+                    min(len(rows), may_go),
+                    room.get(hook, default_room),
+                    len(rows) >= may_go,
                 )
                 for may_go, hook, ws, rows in queues
             ),
