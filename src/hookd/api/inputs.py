@@ -24,7 +24,7 @@ import math
 import re
 import sys
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
 import msgspec
@@ -309,20 +309,20 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _strict_decoder(parse_int: Callable[[str], int] | None) -> json.JSONDecoder:
+    return json.JSONDecoder(
+        parse_constant=_reject_constant,
+        parse_float=_finite_float,
+        parse_int=parse_int,
+        object_pairs_hook=_no_duplicates,
+    )
+
+
 # Built once: json.loads with hooks would build a new decoder for every body.
-_DECODER = json.JSONDecoder(
-    parse_constant=_reject_constant,
-    parse_float=_finite_float,
-    object_pairs_hook=_no_duplicates,
-)
-# The same with the integer rule: a hook per integer, needed only where a run of
-# digits is long enough to overflow a double.
-_DECODER_LONG_DIGITS = json.JSONDecoder(
-    parse_constant=_reject_constant,
-    parse_float=_finite_float,
-    parse_int=_int_within_a_double,
-    object_pairs_hook=_no_duplicates,
-)
+# The integer rule is a hook called for every integer, needed only where a run
+# of digits is long enough to overflow a double.
+_DECODER = _strict_decoder(None)
+_DECODER_LONG_DIGITS = _strict_decoder(_int_within_a_double)
 
 
 def parse_json(raw: bytes) -> Any:
